@@ -1,0 +1,314 @@
+"""``python -m pyrovae.fit``: train a VAE from a config with ``pyro.infer.SVI``, end to end.
+
+    python -m pyrovae.fit                                   # configs/mnist.yaml
+    python -m pyrovae.fit --config configs/mnist_vamp.yaml train.epochs=3 run_dir=runs/vamp
+    python -m pyrovae.fit --resume runs/mnist               # continue a stopped run
+
+Every epoch writes ``checkpoint.pt`` atomically (model, optimizer, RNG states, config, epoch,
+metrics), ``best.pt`` when the validation ELBO improves, and ``metrics.csv``; at the end the
+figures ``samples.png``, ``reconstructions.png``, ``elbo.png``, ``interpolation.png`` (and
+``manifold.png`` when z_dim = 2). A CPU run resumed after ``kill -9`` ends with the same numbers
+as an uninterrupted run with the same seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyro
+import pyro.optim
+import torch
+from pyro.infer import SVI
+from tqdm.auto import tqdm
+
+from pyrovae import checkpoint, objectives, plots
+from pyrovae.config import Config, from_dict, load_config, resolve_path, to_dict, to_yaml
+from pyrovae.data import Splits, load_data
+from pyrovae.errors import PyrovaeError
+from pyrovae.model import VAE
+
+METRICS = ("epoch", "train_elbo", "valid_elbo", "test_elbo", "kl", "recon", "beta", "lr",
+           "seconds")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when there is a GPU, else the CPU; ``cuda`` without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PyrovaeError(f"train.device={name} but no CUDA GPU is available: use "
+                           "train.device=auto or cpu")
+    return torch.device(name)
+
+
+def load_splits(cfg: Config, device: torch.device) -> Splits:
+    d = cfg.data
+    return load_data(
+        d.name, root=resolve_path(d.root), mirror=d.mirror, path=d.path, limit=d.limit,
+        binarize=d.binarize, valid_size=d.valid_size, seed=cfg.train.seed, device=device,
+    )
+
+
+def check_data(vae: VAE, splits: Splits) -> None:
+    """Check the data against the model once, up front (shape, finiteness, support), so that
+    the training steps can skip the per-batch checks. Dynamically binarized training data is
+    checked as it will be seen: binarized."""
+    for name, x in (("train", splits.train), ("validation", splits.valid),
+                    ("test", splits.test)):
+        if name == "train" and splits.binarize == "dynamic":
+            x = torch.bernoulli(x[:1000].clamp(0, 1))
+        try:
+            vae.check(x)
+        except PyrovaeError as err:
+            raise PyrovaeError(f"{splits.name} {name} data: {err}") from None
+
+
+def make_optimizer(cfg: Config) -> pyro.optim.PyroOptim:
+    """Adam (Kingma & Ba 2015), with gradient-norm clipping when ``train.clip_norm`` is set."""
+    clip = {"clip_norm": cfg.train.clip_norm} if cfg.train.clip_norm else {}
+    return pyro.optim.Adam({"lr": cfg.train.lr}, clip_args=clip)
+
+
+def _set_lr(optim: pyro.optim.PyroOptim, lr: float) -> None:
+    for opt in optim.optim_objs.values():
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+
+def optimizer_state(optim: pyro.optim.PyroOptim, vae: VAE) -> dict:
+    """Optimizer state keyed by parameter names without the VAE's Pyro prefix."""
+    prefix = vae.pyro_prefix
+    return {name.removeprefix(prefix): s for name, s in optim.get_state().items()}
+
+
+def set_optimizer_state(optim: pyro.optim.PyroOptim, vae: VAE, state: dict) -> None:
+    optim.set_state({vae.pyro_prefix + name: s for name, s in state.items()})
+
+
+@dataclass
+class Run:
+    """The state of a training run: everything a checkpoint holds, live."""
+
+    cfg: Config
+    run_dir: Path
+    splits: Splits
+    vae: VAE
+    optim: pyro.optim.PyroOptim
+    generator: torch.Generator
+    epoch: int = 0
+    step: int = 0
+    metrics: list[dict] = field(default_factory=list)
+    best_valid: float = -math.inf
+
+    @property
+    def lr(self) -> float:
+        return self.cfg.train.lr * self.cfg.train.lr_decay ** self.epoch
+
+    def beta(self, steps_per_epoch: int) -> float:
+        """KL weight: rises linearly from 0 to ``train.beta`` over ``train.warmup_epochs``."""
+        warmup = self.cfg.train.warmup_epochs * steps_per_epoch
+        ramp = 1.0 if warmup <= 0 else min(1.0, self.step / warmup)
+        return self.cfg.train.beta * ramp
+
+    def state(self) -> dict:
+        return {
+            "model": self.vae.state_dict(),
+            "optim": optimizer_state(self.optim, self.vae),
+            "rng": checkpoint.rng_state(self.generator),
+            "config": to_dict(self.cfg),
+            "x_shape": self.splits.x_shape,
+            "epoch": self.epoch,
+            "step": self.step,
+            "metrics": self.metrics,
+            "best_valid": self.best_valid,
+        }
+
+    def save(self) -> None:
+        checkpoint.atomic_save(self.state(), self.run_dir / checkpoint.CHECKPOINT)
+
+    def save_best(self) -> None:
+        best = {k: v for k, v in self.state().items() if k not in ("optim", "rng")}
+        checkpoint.atomic_save(best, self.run_dir / checkpoint.BEST)
+
+
+def start(cfg: Config) -> Run:
+    """A new run: refuses a run folder that already holds a run (nothing is overwritten)."""
+    run_dir = resolve_path(cfg.run_dir)
+    if (run_dir / checkpoint.CHECKPOINT).exists():
+        raise PyrovaeError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
+                           f"or choose another folder with run_dir=...")
+    pyro.set_rng_seed(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    splits = load_splits(cfg, device)
+    vae = checkpoint.build(cfg, splits.x_shape).to(device)
+    check_data(vae, splits)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.atomic_write_text(to_yaml(cfg), run_dir / "config.yaml")
+    generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
+    run = Run(cfg, run_dir, splits, vae, make_optimizer(cfg), generator)
+    run.save()  # epoch 0: a checkpoint exists from the start, so Ctrl-C always leaves one
+    return run
+
+
+def resume(run_dir: str | Path, overrides: list[str] | tuple = ()) -> Run:
+    """The run saved in ``run_dir``, at the end of its last completed epoch. Overrides (such as
+    ``train.epochs=20`` to train longer) apply on top of the saved config."""
+    run_dir = Path(run_dir)
+    path = run_dir / checkpoint.CHECKPOINT
+    if not path.is_file():
+        raise PyrovaeError(f"nothing to resume: {path} does not exist (start a run with "
+                           f"python -m pyrovae.fit run_dir={run_dir})")
+    state = checkpoint.read(path)
+    cfg = from_dict(state["config"])
+    if overrides:
+        from omegaconf import OmegaConf
+
+        merged = OmegaConf.merge(OmegaConf.create(to_dict(cfg)), OmegaConf.from_dotlist(
+            list(overrides)))
+        cfg = from_dict(OmegaConf.to_container(merged))
+    device = resolve_device(cfg.train.device)
+    splits = load_splits(cfg, device)
+    vae = checkpoint.build(cfg, splits.x_shape).to(device)
+    vae.load_state_dict(state["model"])
+    check_data(vae, splits)
+    optim = make_optimizer(cfg)
+    set_optimizer_state(optim, vae, state["optim"])
+    generator = torch.Generator(device=device)
+    checkpoint.set_rng_state(state["rng"], generator)
+    return Run(cfg, run_dir, splits, vae, optim, generator, state["epoch"], state["step"],
+               list(state["metrics"]), state["best_valid"])
+
+
+def train_epoch(run: Run, svi: SVI) -> dict:
+    """One pass over the shuffled training set; returns the epoch's row of metrics."""
+    cfg, vae, n = run.cfg, run.vae, run.splits.train.shape[0]
+    steps = math.ceil(n / cfg.train.batch_size)
+    vae.train()
+    vae.validate_inputs = False  # the data was checked once in check_data
+    total, began = 0.0, time.perf_counter()
+    bar = tqdm(total=steps, desc=f"epoch {run.epoch + 1}/{cfg.train.epochs}", leave=False,
+               disable=None if cfg.train.progress else True, dynamic_ncols=True)
+    try:
+        for i, batch in enumerate(run.splits.train_batches(cfg.train.batch_size, run.generator)):
+            vae.beta = run.beta(steps)
+            loss = svi.step(batch, num_data=n)
+            if not math.isfinite(loss):
+                raise PyrovaeError(
+                    f"training diverged at epoch {run.epoch + 1}, step {i + 1} (loss {loss}): "
+                    f"the last good checkpoint (epoch {run.epoch}) is kept in {run.run_dir}; "
+                    "lower train.lr or set train.clip_norm, then start again"
+                )
+            run.step += 1
+            total += loss
+            if i % 10 == 0:
+                bar.set_postfix(elbo=f"{-total / (i + 1) / n:.2f}")
+            bar.update()
+    finally:
+        bar.close()
+        vae.validate_inputs = True
+    seconds = time.perf_counter() - began
+    return {"train_elbo": -total / steps / n, "beta": vae.beta, "seconds": seconds}
+
+
+def evaluate_epoch(run: Run) -> dict:
+    """Validation and test ELBO (beta = 1) in nats per example, the test KL and reconstruction."""
+    vae, k = run.vae, run.cfg.train.eval_particles
+    vae.eval()
+    valid = objectives.dataset_elbo(vae, run.splits.valid, num_particles=k)
+    test = objectives.dataset_elbo(vae, run.splits.test, num_particles=k)
+    return {"valid_elbo": valid["elbo"], "test_elbo": test["elbo"], "kl": test["kl"],
+            "recon": test["recon"]}
+
+
+def write_metrics(run: Run) -> None:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=METRICS, lineterminator="\n")
+    writer.writeheader()
+    for row in run.metrics:
+        writer.writerow({k: row[k] for k in METRICS})
+    checkpoint.atomic_write_text(out.getvalue(), run.run_dir / "metrics.csv")
+
+
+def train(run: Run, log=print) -> Run:
+    """Train ``run`` to ``train.epochs``, checkpointing after every epoch."""
+    cfg = run.cfg
+    loss = objectives.svi_loss(cfg.train.loss, run.vae, cfg.train.num_particles)
+    svi = SVI(run.vae.model, run.vae.guide, run.optim, loss)
+    while run.epoch < cfg.train.epochs:
+        row = {"epoch": run.epoch + 1, "lr": run.lr}
+        row.update(train_epoch(run, svi))
+        row.update(evaluate_epoch(run))
+        run.epoch += 1
+        run.metrics.append(row)
+        _set_lr(run.optim, run.lr)  # the next epoch's rate, saved with the optimizer state
+        if row["valid_elbo"] > run.best_valid:
+            run.best_valid = row["valid_elbo"]
+            run.save_best()
+        run.save()
+        write_metrics(run)
+        log(f"epoch {row['epoch']:>3}: train ELBO {row['train_elbo']:9.3f}  valid ELBO "
+            f"{row['valid_elbo']:9.3f}  test ELBO {row['test_elbo']:9.3f}  (KL {row['kl']:.2f}, "
+            f"recon {row['recon']:.2f}) nats/example, {row['seconds']:.1f} s")
+    return run
+
+
+def write_figures(run: Run) -> list[Path]:
+    """The figures of the run's best model (by validation ELBO)."""
+    vae = checkpoint.load(run.run_dir, device=run.splits.device)
+    test, out = run.splits.test, run.run_dir
+    paths = [
+        plots.samples(vae, out / "samples.png", seed=run.cfg.train.seed),
+        plots.reconstructions(vae, test, out / "reconstructions.png"),
+        plots.interpolation(vae, test, out / "interpolation.png"),
+        plots.elbo_curves(run.metrics, out / "elbo.png"),
+    ]
+    if vae.z_dim == 2:
+        paths.append(plots.manifold(vae, out / "manifold.png"))
+    return paths
+
+
+def fit(cfg: Config | None = None, resume_dir: str | Path | None = None,
+        overrides: list[str] | tuple = (), log=print) -> Path:
+    """Train a config (or resume a run) to the end and write its figures; returns the run folder."""
+    run = resume(resume_dir, overrides) if resume_dir else start(cfg or load_config())
+    log(f"pyrovae.fit: {run.cfg.data.name} {run.splits.x_shape}, {run.splits.train.shape[0]} "
+        f"training examples on {run.splits.device}, loss {run.cfg.train.loss}; run folder "
+        f"{run.run_dir} (epoch {run.epoch} of {run.cfg.train.epochs})")
+    train(run, log)
+    paths = write_figures(run)
+    log("wrote " + ", ".join(p.name for p in paths) + f" and metrics.csv to {run.run_dir}")
+    return run.run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pyrovae.fit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML config (default configs/mnist.yaml)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="dotted overrides, e.g. train.epochs=3 model.prior=vamp")
+    args = parser.parse_args(argv)
+    try:
+        if args.resume and args.config:
+            raise PyrovaeError("--resume continues a run with its saved config: drop --config")
+        cfg = None if args.resume else load_config(args.config, args.overrides)
+        fit(cfg, args.resume, args.overrides if args.resume else ())
+    except PyrovaeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: the last epoch's checkpoint is kept; continue with "
+              "python -m pyrovae.fit --resume RUN_DIR", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Figures of a trained VAE: samples, reconstructions, ELBO curves, the 2-d manifold and
+interpolations. Image grids come from ``torchvision.utils``; every file is written atomically."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid, save_image  # noqa: E402
+
+from pyrovae.model import VAE  # noqa: E402
+
+
+def atomic_path(path: str | Path):
+    """A temporary file beside ``path`` (same suffix); ``os.replace`` it onto ``path`` when done."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _as_images(x: torch.Tensor, x_shape: Sequence[int]) -> torch.Tensor:
+    """Examples as (B, C, H, W) images: flat vectors and sequences become one-pixel-high strips."""
+    x = x.detach().float().cpu().clamp(0, 1)
+    if len(x_shape) == 3:
+        return x
+    if len(x_shape) == 1:
+        return x.reshape(x.shape[0], 1, 1, -1)
+    return x.reshape(x.shape[0], x_shape[0], 1, -1)
+
+
+def save_grid(x: torch.Tensor, x_shape: Sequence[int], path: str | Path, nrow: int) -> Path:
+    """Save a grid of examples (values clamped to [0, 1]) as a PNG, atomically."""
+    tmp = atomic_path(path)
+    try:
+        save_image(_as_images(x, x_shape), tmp, nrow=nrow, padding=2, pad_value=1.0)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Path(path)
+
+
+def decoded_mean(vae: VAE, z: torch.Tensor) -> torch.Tensor:
+    """E[x|z] under the likelihood (pixel probabilities for Bernoulli, the location otherwise)."""
+    return vae.decode(z).mean
+
+
+@torch.no_grad()
+def samples(vae: VAE, path: str | Path, n: int = 64, seed: int = 0) -> Path:
+    """``n`` draws z ~ p(z), decoded to E[x|z]."""
+    torch.manual_seed(seed)
+    z = vae.prior().sample((n,))
+    return save_grid(decoded_mean(vae, z), vae.x_shape, path, nrow=int(math.sqrt(n)) or 1)
+
+
+@torch.no_grad()
+def reconstructions(vae: VAE, x: torch.Tensor, path: str | Path, n: int = 16) -> Path:
+    """Test examples (top row) above E[x|z] at the posterior mean z = loc(x) (bottom row)."""
+    x = x[:n]
+    loc, _ = vae.encoder(x)
+    both = torch.cat([x.to(loc.dtype), decoded_mean(vae, loc)])
+    return save_grid(both, vae.x_shape, path, nrow=x.shape[0])
+
+
+@torch.no_grad()
+def manifold(vae: VAE, path: str | Path, steps: int = 20) -> Path:
+    """For z_dim = 2: E[x|z] over a grid of z at the quantiles 0.05..0.95 of N(0, 1)
+    (Kingma & Welling 2013, Fig. 4)."""
+    if vae.z_dim != 2:
+        raise ValueError("the manifold figure needs z_dim = 2")
+    q = torch.linspace(0.05, 0.95, steps)
+    grid = torch.distributions.Normal(0.0, 1.0).icdf(q)
+    z = torch.cartesian_prod(grid.flip(0), grid)[:, [1, 0]]
+    param = next(vae.parameters())
+    return save_grid(decoded_mean(vae, z.to(param)), vae.x_shape, path, nrow=steps)
+
+
+@torch.no_grad()
+def interpolation(vae: VAE, x: torch.Tensor, path: str | Path, pairs: int = 8,
+                  steps: int = 10) -> Path:
+    """Decoded straight lines z = (1 - t) loc(x_a) + t loc(x_b), one row per pair of examples."""
+    pairs = max(1, min(pairs, x.shape[0] // 2))
+    loc, _ = vae.encoder(x[: 2 * pairs])
+    a, b = loc[:pairs], loc[pairs: 2 * pairs]
+    t = torch.linspace(0, 1, steps, dtype=loc.dtype, device=loc.device)[None, :, None]
+    z = ((1 - t) * a[:, None] + t * b[:, None]).reshape(-1, vae.z_dim)
+    return save_grid(decoded_mean(vae, z), vae.x_shape, path, nrow=steps)
+
+
+def elbo_curves(rows: Sequence[dict], path: str | Path) -> Path:
+    """Train, validation and test ELBO (nats per example) against the epoch."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = [r["epoch"] for r in rows]
+    for key, label in (("train_elbo", "train"), ("valid_elbo", "validation"),
+                       ("test_elbo", "test")):
+        if rows and key in rows[0]:
+            ax.plot(epochs, [r[key] for r in rows], marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("ELBO (nats per example)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = atomic_path(path)
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return Path(path)
