@@ -58,7 +58,8 @@ def family_threshold(count: int, z: float = Z_THRESHOLD) -> float:
     """The |z| threshold that keeps a family of ``count`` two-sided tests at the error rate of a
     single ``z``-standard-error test (Bonferroni): 3.0 for one test, ~3.6 for eight."""
     alpha = math.erfc(z / math.sqrt(2)) / max(count, 1)
-    return max(z, math.sqrt(2) * torch.special.erfinv(torch.tensor(1 - alpha, dtype=torch.float64)).item())
+    quantile = torch.special.erfinv(torch.tensor(1 - alpha, dtype=torch.float64)).item()
+    return max(z, math.sqrt(2) * quantile)
 
 
 def _z(diff: float, stderr: float) -> float:
@@ -246,7 +247,7 @@ def kl_agreement(
 
 
 def gradient_agreement(
-    vae: VAE, x: torch.Tensor, repeats: int = 200, num_particles: int = 10,
+    vae: VAE, x: torch.Tensor, repeats: int = 100, num_particles: int = 20,
     directions: int = 8, seed: int = 0, kl_fn: KLFn | None = None,
 ) -> Check:
     """(d) The mean of ``repeats`` ``Trace_ELBO`` gradients (each over ``num_particles``
@@ -312,7 +313,7 @@ def independent_agreement(vae: VAE, x: torch.Tensor, num_particles: int = 10000)
 
 def run_checks(
     vae: VAE, x: torch.Tensor, particles: Sequence[int] = (10, 100, 1000, 10000),
-    gradient_repeats: int = 200, seed: int = 0, kl_fn: KLFn | None = None,
+    gradient_repeats: int = 100, seed: int = 0, kl_fn: KLFn | None = None,
 ) -> list[Check]:
     """Checks a to e for one model on one batch of examples."""
     pyro.set_rng_seed(seed)
@@ -327,3 +328,171 @@ def run_checks(
     finally:
         vae.train(was_training)
     return rows
+
+
+# ---- the command line -----------------------------------------------------------------------
+
+
+def train_briefly(vae: VAE, splits, steps: int, batch_size: int = 128, lr: float = 1e-3,
+                  seed: int = 0) -> VAE:
+    """``steps`` SVI steps of ``Trace_ELBO`` with Adam on the training split."""
+    from pyro.infer import SVI
+
+    svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": lr}), objectives.pyro_elbo("trace"))
+    gen = torch.Generator(device=splits.device).manual_seed(seed)
+    n, done = splits.train.shape[0], 0
+    vae.train()
+    while done < steps:
+        for batch in splits.train_batches(batch_size, gen):
+            svi.step(batch, num_data=n)
+            done += 1
+            if done == steps:
+                break
+    return vae.eval()
+
+
+def _models(args) -> Iterable[tuple[VAE, object]]:
+    """(model, config) pairs to check: a trained checkpoint, or a config's model for every
+    (chosen) prior x likelihood pair."""
+    from pyrovae import checkpoint
+    from pyrovae.config import load_config, vae_kwargs
+    from pyrovae.likelihoods import LIKELIHOODS
+    from pyrovae.priors import PRIORS
+
+    if args.checkpoint:
+        vae = checkpoint.load(args.checkpoint)
+        yield vae, vae.config
+        return
+    cfg = load_config(args.config, args.overrides)
+    priors = _names(args.priors, list(PRIORS), "prior") or (
+        [cfg.model.prior] if args.config else list(PRIORS))
+    likelihoods = _names(args.likelihoods, list(LIKELIHOODS), "likelihood") or (
+        [cfg.model.likelihood] if args.config else list(LIKELIHOODS))
+    for prior in priors:
+        for likelihood in likelihoods:
+            cfg.model.prior, cfg.model.likelihood = prior, likelihood
+            pyro.set_rng_seed(args.seed)
+            kwargs = vae_kwargs(cfg, (1, 28, 28) if cfg.data.name == "mnist" else None)
+            yield kwargs, cfg
+
+
+def _names(value: str | None, choices: list[str], kind: str) -> list[str]:
+    from pyrovae.errors import choice_error
+
+    names = [v.strip() for v in value.split(",") if v.strip()] if value else []
+    for name in names:
+        if name not in choices:
+            raise choice_error(kind, name, choices)
+    return names
+
+
+def _splits(cfg, likelihood: str, cache: dict):
+    """The config's data, binarized for a Bernoulli likelihood and grey-level otherwise."""
+    from pyrovae.fit import load_splits
+
+    binarize = "dynamic" if likelihood == "bernoulli" else "none"
+    if cfg.data.name == "binarized_mnist":
+        binarize = "static"
+    if binarize not in cache:
+        cfg.data.binarize = binarize
+        cfg.data.limit = cfg.data.limit or 10000
+        cache[binarize] = load_splits(cfg, torch.device("cpu"))
+    return cache[binarize]
+
+
+def check_all(args) -> list[Check]:
+    rows: list[Check] = []
+    cache: dict = {}
+    particles = [int(p) for p in str(args.particles).split(",")]
+    if min(particles) < 2 or args.examples < 1 or args.gradient_repeats < 2:
+        from pyrovae.errors import PyrovaeError
+
+        raise PyrovaeError("--particles must all be >= 2, --examples >= 1 and "
+                           "--gradient-repeats >= 2")
+    for vae, cfg in _models(args):
+        splits = _splits(cfg, cfg.model.likelihood, cache)
+        if isinstance(vae, dict):  # a fresh model of the config for this pair
+            vae["x_shape"] = splits.x_shape
+            vae = VAE(**vae)
+            if args.train_steps:
+                train_briefly(vae, splits, args.train_steps, seed=args.seed)
+        vae.beta = 1.0
+        x = splits.test[: args.examples]
+        rows += run_checks(vae, x, particles, args.gradient_repeats, args.seed)
+    return rows
+
+
+def format_table(rows: Sequence[Check]) -> str:
+    """The report as a fixed-width table, one line per check, grouped by model."""
+    lines, model = [], None
+    head = f"{'check':<58} {'estimate':>11} {'reference':>11} {'SE':>9} {'z':>7} {'|z|<=':>6}  "
+    for r in rows:
+        if r.model != model:
+            model = r.model
+            lines += ["", f"== {model} ==", head + "verdict"]
+        se = "" if r.stderr is None else f"{r.stderr:9.2g}"
+        z = "" if r.z is None else f"{r.z:7.2f}"
+        thr = "" if r.threshold is None else f"{r.threshold:6.3g}"
+        est = "" if math.isnan(r.estimate) else f"{r.estimate:11.4f}"
+        ref = "" if math.isnan(r.reference) else f"{r.reference:11.4f}"
+        verdict = "agree" if r.passed else "DISAGREE"
+        if "skipped" in r.detail:
+            verdict = "n/a"
+        lines.append(f"{r.check[:58]:<58} {est:>11} {ref:>11} {se:>9} {z:>7} {thr:>6}  {verdict}"
+                     + (f"  ({r.detail})" if r.detail else ""))
+    failed = sum(not r.passed for r in rows)
+    skipped = sum("skipped" in r.detail for r in rows)
+    lines += ["", f"{len(rows) - failed - skipped} agree, {failed} disagree, {skipped} not "
+              "applicable (ELBOs in nats per example; z = difference / standard error)"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+    import sys
+
+    from pyrovae.errors import PyrovaeError
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pyrovae.check",
+        description="Check that Pyro's sampled ELBO agrees with the closed-form ELBO (checks a-e; "
+        "see the module docstring). Default: the default model (configs/mnist.yaml) for every "
+        "prior x likelihood pair on real MNIST test images. Exit status 1 when anything "
+        "disagrees.",
+    )
+    parser.add_argument("--config", help="check this config's model (its prior and likelihood)")
+    parser.add_argument("--checkpoint", help="check a trained model: a run folder or .pt file")
+    parser.add_argument("--priors", help="comma-separated priors to check (default: all)")
+    parser.add_argument("--likelihoods", help="comma-separated likelihoods (default: all)")
+    parser.add_argument("--train-steps", type=int, default=0,
+                        help="train each fresh model this many SVI steps first (default 0)")
+    parser.add_argument("--examples", type=int, default=8, help="test images (default 8)")
+    parser.add_argument("--particles", default="10,100,1000,10000",
+                        help="particle counts N for check b (default 10,100,1000,10000)")
+    parser.add_argument("--gradient-repeats", type=int, default=100,
+                        help="gradient estimates (of 20 particles each) averaged in check d "
+                        "(default 100)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. model.z_dim=8 data.mirror=../shared/data")
+    args = parser.parse_args(argv)
+    try:
+        if args.checkpoint and (args.config or args.overrides or args.train_steps):
+            raise PyrovaeError("--checkpoint checks a trained model as saved: drop --config, "
+                               "--train-steps and overrides")
+        rows = check_all(args)
+    except PyrovaeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    ok = all(r.passed for r in rows)
+    if args.json:
+        print(json.dumps({"agree": ok, "checks": [r.as_dict() for r in rows]}, default=float))
+    else:
+        print(format_table(rows))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

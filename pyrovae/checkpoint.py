@@ -8,47 +8,21 @@ crash or ``kill -9`` at any moment leaves either the old or the new file, never 
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from pyrovae.config import Config, from_dict, vae_kwargs
 from pyrovae.errors import PyrovaeError
+from pyrovae.files import atomic_save, atomic_write_text
 from pyrovae.model import VAE
-from pyrovae.plots import atomic_path
+
+__all__ = ["atomic_save", "atomic_write_text", "build", "load", "read"]
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
-
-
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename onto ``path``."""
-    path = Path(path)
-    tmp = atomic_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def atomic_write_text(text: str, path: str | Path) -> Path:
-    path = Path(path)
-    tmp = atomic_path(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def rng_state(generator: torch.Generator) -> dict:

@@ -95,8 +95,8 @@ def _choices() -> dict[str, Sequence[str]]:
 
 _POSITIVE = ("model.z_dim", "train.epochs", "train.batch_size", "train.lr", "train.num_particles",
              "train.eval_particles", "data.limit", "model.components", "model.likelihood_scale",
-             "train.clip_norm", "train.lr_decay", "data.valid_size")
-_NON_NEGATIVE = ("train.beta", "train.warmup_epochs")
+             "train.clip_norm", "train.lr_decay", "data.valid_size", "train.beta")
+_NON_NEGATIVE = ("train.warmup_epochs",)
 
 
 def _get(cfg: Config, key: str) -> Any:

@@ -14,6 +14,6 @@ class PyrovaeError(ValueError):
         super().__init__(" ".join(str(message).split()))
 
 
-def choice_error(kind: str, name: object, choices: "list[str] | tuple[str, ...]") -> PyrovaeError:
+def choice_error(kind: str, name: object, choices: list[str] | tuple[str, ...]) -> PyrovaeError:
     """The error for an unknown name in a registry (prior, likelihood, net, dataset, ...)."""
     return PyrovaeError(f"unknown {kind} {name!r}; choose one of: {', '.join(sorted(choices))}")

@@ -50,9 +50,12 @@ def resolve_device(name: str) -> torch.device:
 
 def load_splits(cfg: Config, device: torch.device) -> Splits:
     d = cfg.data
+    valid_size = d.valid_size  # >= 1: a number of examples; < 1: a fraction
+    if valid_size is not None and valid_size >= 1:
+        valid_size = int(valid_size)
     return load_data(
         d.name, root=resolve_path(d.root), mirror=d.mirror, path=d.path, limit=d.limit,
-        binarize=d.binarize, valid_size=d.valid_size, seed=cfg.train.seed, device=device,
+        binarize=d.binarize, valid_size=valid_size, seed=cfg.train.seed, device=device,
     )
 
 
@@ -112,9 +115,10 @@ class Run:
         return self.cfg.train.lr * self.cfg.train.lr_decay ** self.epoch
 
     def beta(self, steps_per_epoch: int) -> float:
-        """KL weight: rises linearly from 0 to ``train.beta`` over ``train.warmup_epochs``."""
+        """KL weight: rises linearly to ``train.beta`` over ``train.warmup_epochs`` (from
+        beta / W at the first of the W warm-up steps: Pyro cannot scale a site by 0)."""
         warmup = self.cfg.train.warmup_epochs * steps_per_epoch
-        ramp = 1.0 if warmup <= 0 else min(1.0, self.step / warmup)
+        ramp = 1.0 if warmup <= 0 else min(1.0, (self.step + 1) / warmup)
         return self.cfg.train.beta * ramp
 
     def state(self) -> dict:

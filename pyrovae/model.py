@@ -25,7 +25,6 @@ from pyrovae.likelihoods import build_likelihood
 from pyrovae.nets import build_nets
 from pyrovae.priors import build_prior
 
-
 _INSTANCES = itertools.count()
 
 
@@ -33,7 +32,9 @@ def _shape(x_shape: Sequence[int]) -> tuple[int, ...]:
     try:
         shape = tuple(int(n) for n in x_shape)
     except (TypeError, ValueError):
-        raise PyrovaeError(f"x_shape must be a tuple of sizes like (1, 28, 28), got {x_shape!r}")
+        raise PyrovaeError(
+            f"x_shape must be a tuple of sizes like (1, 28, 28), got {x_shape!r}"
+        ) from None
     if not 1 <= len(shape) <= 3 or min(shape) < 1:
         raise PyrovaeError(
             f"x_shape must be (D,), (C, L) or (C, H, W) with positive sizes, got {x_shape!r}"
@@ -86,6 +87,9 @@ class VAE(PyroModule):
         if int(z_dim) != z_dim or z_dim < 1:
             raise PyrovaeError(f"z_dim must be a positive integer, got {z_dim!r}")
         self.z_dim = int(z_dim)
+        if not beta > 0:
+            raise PyrovaeError(f"beta must be > 0 (Pyro cannot scale a site by {beta}); use a "
+                               "small value such as 1e-3 for almost no KL")
         self.beta = float(beta)
         self.validate_inputs = True
         options = {"hidden": hidden, "activation": activation}

@@ -231,7 +231,9 @@ def build_nets(
     if any(int(w) < 1 for w in [*options.get("hidden", ()), *options.get("channels", (1,))]):
         raise PyrovaeError(f"net widths must be positive integers, got {options}")
     if "channels" in options and len(options["channels"]) == 0:
-        raise PyrovaeError("the conv net needs at least one conv layer: set channels, e.g. [32, 64]")
+        raise PyrovaeError(
+            "the conv net needs at least one conv layer: set channels, e.g. [32, 64]"
+        )
     try:
         encoder = enc_cls(x_shape, z_dim, scale_fn=scale_fn, **options)
         decoder = dec_cls(x_shape, z_dim, **options)

@@ -4,8 +4,6 @@ interpolations. Image grids come from ``torchvision.utils``; every file is writt
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,17 +12,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from torchvision.utils import make_grid, save_image  # noqa: E402
+from torchvision.utils import save_image  # noqa: E402
 
+from pyrovae.files import atomic_write  # noqa: E402
 from pyrovae.model import VAE  # noqa: E402
-
-
-def atomic_path(path: str | Path):
-    """A temporary file beside ``path`` (same suffix); ``os.replace`` it onto ``path`` when done."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    return Path(tmp)
 
 
 def _as_images(x: torch.Tensor, x_shape: Sequence[int]) -> torch.Tensor:
@@ -39,13 +30,9 @@ def _as_images(x: torch.Tensor, x_shape: Sequence[int]) -> torch.Tensor:
 
 def save_grid(x: torch.Tensor, x_shape: Sequence[int], path: str | Path, nrow: int) -> Path:
     """Save a grid of examples (values clamped to [0, 1]) as a PNG, atomically."""
-    tmp = atomic_path(path)
-    try:
-        save_image(_as_images(x, x_shape), tmp, nrow=nrow, padding=2, pad_value=1.0)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return Path(path)
+    images = _as_images(x, x_shape)
+    return atomic_write(path, lambda tmp: save_image(images, tmp, nrow=nrow, padding=2,
+                                                     pad_value=1.0))
 
 
 def decoded_mean(vae: VAE, z: torch.Tensor) -> torch.Tensor:
@@ -108,11 +95,7 @@ def elbo_curves(rows: Sequence[dict], path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = atomic_path(path)
     try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return Path(path)

@@ -1,0 +1,511 @@
+"""How good are the bound and the guide: importance-weighted likelihoods, PSIS, a NUTS reference
+posterior, the amortization gap and active units. Pure functions of a trained VAE and data.
+
+* Burda, Grosse & Salakhutdinov (2015), "Importance Weighted Autoencoders" (IWAE): the bound
+  L_K(x) = E[log 1/K sum_k w_k], w_k = p(x, z_k) / q(z_k|x), z_k ~ q(z|x) (eq. 8), which rises
+  with K (Theorem 1), equals the ELBO at K = 1 and tends to log p(x) as K -> infinity; and the
+  active units A_u = Cov_x(E_q[z_u]) > 0.01 (Sec. 5.2).
+* Yao, Vehtari, Simpson & Gelman (2018), "Yes, but did it work?: Evaluating variational
+  inference": the Pareto shape k-hat of the importance weights' right tail (PSIS, Vehtari et
+  al. 2024) says whether q(z|x) is close enough to p(z|x) for importance sampling to be
+  reliable: k-hat < 0.5 good, 0.5-0.7 usable, > 0.7 not (Sec. 3).
+* Cremer, Li & Duvenaud (2018), "Inference Suboptimality in Variational Autoencoders": the
+  inference gap log p(x) - ELBO[q_amortized] is the approximation gap log p(x) - ELBO[q*] plus
+  the amortization gap ELBO[q*] - ELBO[q_amortized], with q* the best Gaussian of the family for
+  each x, found by optimizing it locally (Sec. 3, eqs. 5-6).
+* Hoffman & Gelman (2014), NUTS, as ``pyro.infer.NUTS``, for a reference posterior p(z|x),
+  checked with rank-normalized split r-hat and ESS (Vehtari et al. 2021) through ArviZ.
+
+All log-densities are in nats per example; every function works on batches of examples with
+tensor operations and keeps memory bounded by chunking over importance samples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import arviz as az
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer import MCMC, NUTS
+
+from pyrovae.errors import PyrovaeError
+from pyrovae.model import VAE
+
+#: Yao et al. (2018): importance sampling from q is unreliable above this Pareto k-hat.
+PARETO_K_THRESHOLD = 0.7
+#: The fewest importance samples from which a Pareto tail is fitted.
+PSIS_MIN_SAMPLES = 25
+#: Vehtari et al. (2021): chains have not mixed above this rank-normalized split r-hat.
+RHAT_THRESHOLD = 1.01
+#: Vehtari et al. (2021): at least this bulk ESS per chain.
+ESS_PER_CHAIN = 100
+#: Burda et al. (2015), Sec. 5.2: a latent unit is active when Cov_x(E_q[z_u]) exceeds this.
+ACTIVE_THRESHOLD = 0.01
+#: Numbers in one decoder output per chunk of importance samples (~160 MB in float64).
+CHUNK_BUDGET = 2 * 10**7
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _chunks(total: int, size: int) -> Iterator[int]:
+    while total > 0:
+        yield min(size, total)
+        total -= size
+
+
+def _chunk_size(vae: VAE, batch: int, budget: int = CHUNK_BUDGET) -> int:
+    """Importance samples per chunk, so that one decoder output holds about ``budget`` numbers."""
+    return max(1, budget // (max(batch, 1) * math.prod(vae.x_shape)))
+
+
+def _positive_int(value: object, name: str, hint: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PyrovaeError(f"{name} must be a positive integer, got {value!r}{hint}")
+    return value
+
+
+def mean_stderr(values: torch.Tensor | np.ndarray) -> tuple[float, float]:
+    """The mean of per-example values and the standard error of that mean, s / sqrt(n)
+    (NaN standard error for one value)."""
+    v = np.asarray(torch.as_tensor(values).detach().cpu().double(), dtype=np.float64).ravel()
+    if v.size == 0:
+        return math.nan, math.nan
+    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
+    return float(v.mean()), se
+
+
+@contextlib.contextmanager
+def frozen(vae: VAE) -> Iterator[VAE]:
+    """The VAE's networks as fixed functions: no parameter requires a gradient (restored after),
+    so that gradients flow to latent values or local variational parameters only."""
+    flags = [(p, p.requires_grad) for p in vae.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield vae
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """One intra-op thread (restored after): NUTS on one example runs thousands of tiny tensor
+    operations, for which thread start-up and contention cost more than they save."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ---- importance weights, IWAE and the sampled ELBO --------------------------------------------
+
+
+@torch.no_grad()
+def log_importance_weights(
+    vae: VAE, x: torch.Tensor, num_samples: int, chunk_size: int | None = None
+) -> torch.Tensor:
+    """log w_k = log p(x, z_k) - log q(z_k|x) with z_k ~ q(z|x), shape ``(K, B)``, float64.
+
+    Burda et al. (2015), eq. (8): the terms of every importance-weighted estimate (IWAE, PSIS).
+    The K samples are drawn in chunks of ``chunk_size`` (default: decoder outputs of about
+    :data:`CHUNK_BUDGET` numbers), in the order ``q.rsample((K,))`` draws them, so that K = 1
+    uses the very noise that ``Trace_ELBO`` draws for the guide's ``z`` site.
+    """
+    num_samples = _positive_int(num_samples, "the number of importance samples K")
+    chunk = chunk_size or _chunk_size(vae, x.shape[0])
+    q, p = vae.encode(x), vae.prior()
+    out = []
+    for k in _chunks(num_samples, chunk):
+        z = q.rsample((k,))
+        log_px = vae.decode(z).log_prob(x).double()
+        out.append(log_px + p.log_prob(z).double() - q.log_prob(z).double())
+    return torch.cat(out)
+
+
+def iwae_bound(log_weights: torch.Tensor) -> torch.Tensor:
+    """L_K = log (1/K) sum_k w_k per example (Burda et al. 2015, eq. 8), from ``(K, B)`` log
+    weights, by log-sum-exp in float64: the importance-weighted estimate of log p(x)."""
+    lw = log_weights.double()
+    return torch.logsumexp(lw, dim=0) - math.log(lw.shape[0])
+
+
+def _particle_plate(fn: Callable, num_particles: int) -> Callable:
+    """``fn`` inside a ``particles`` plate at dim -2: ``num_particles`` vectorized draws, as
+    ``Trace_ELBO(vectorize_particles=True)`` does."""
+
+    def wrapped(*args, **kwargs):
+        with pyro.plate("particles", num_particles, dim=-2):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def _trace_sum(trace) -> torch.Tensor:
+    """Sum of the unscaled log-densities of a trace's sample sites, per (particle, example)."""
+    trace.compute_log_prob()
+    sites = [s for s in trace.nodes.values() if s["type"] == "sample"]
+    return sum(s["unscaled_log_prob"].double() for s in sites)
+
+
+@torch.no_grad()
+def sampled_elbo(
+    vae: VAE, x: torch.Tensor, num_particles: int = 1, chunk_size: int | None = None
+) -> torch.Tensor:
+    """The ELBO per example (beta = 1), sampled from the Pyro program itself: the guide's trace
+    z ~ q(z|x), the model replayed on it, log p(x, z) - log q(z|x) averaged over particles
+    (Kingma & Welling 2013, eq. 3; what ``Trace_ELBO`` estimates). Shape ``(B,)``, float64.
+
+    With the same seed and one particle this is exactly the K = 1 term of
+    :func:`log_importance_weights`: the IWAE bound at K = 1 is the one-sample ELBO.
+    """
+    num_particles = _positive_int(num_particles, "num_particles")
+    chunk = chunk_size or _chunk_size(vae, x.shape[0])
+    total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    for k in _chunks(num_particles, chunk):
+        guide = poutine.trace(_particle_plate(vae.guide, k)).get_trace(x)
+        replayed = poutine.replay(_particle_plate(vae.model, k), trace=guide)
+        model = poutine.trace(replayed).get_trace(x)
+        total += (_trace_sum(model) - _trace_sum(guide)).reshape(k, -1).sum(0)
+    return total / num_particles
+
+
+# ---- PSIS ----------------------------------------------------------------------------------
+
+
+def psis(log_weights: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pareto-smoothed importance sampling of each example's ``(K, B)`` log weights.
+
+    Returns the Pareto shape k-hat of each example's weight tail (Yao et al. 2018, Sec. 3;
+    ``arviz.psislw``, which fits every example, sample axis last) and the PSIS estimate of
+    log p(x): log (1/K) sum_k w~_k with the tail weights w~ replaced by the fitted Pareto's
+    quantiles and truncated at the largest raw weight (Vehtari et al. 2024, Sec. 3). k-hat is
+    ``inf`` where the tail could not be fitted. Both have shape ``(B,)``.
+    """
+    lw = np.asarray(torch.as_tensor(log_weights).detach().cpu().double(), dtype=np.float64)
+    if lw.ndim != 2:
+        raise PyrovaeError(f"log weights must have shape (K, B), got {lw.shape}")
+    k = lw.shape[0]
+    if k < PSIS_MIN_SAMPLES:
+        raise PyrovaeError(
+            f"PSIS fits a Pareto tail to the largest weights and needs K >= {PSIS_MIN_SAMPLES} "
+            f"importance samples per example, got K = {k}: draw more samples"
+        )
+    smoothed, khat = az.psislw(np.ascontiguousarray(lw.T), reff=1.0, normalize=False)
+    smoothed = np.asarray(smoothed, dtype=np.float64)
+    top = smoothed.max(axis=-1, keepdims=True)
+    log_mean = np.log(np.exp(smoothed - top).sum(axis=-1)) + top[:, 0] - math.log(k)
+    return np.asarray(khat, dtype=np.float64).reshape(-1), log_mean
+
+
+def pareto_k_summary(khat: np.ndarray, threshold: float = PARETO_K_THRESHOLD) -> dict:
+    """Mean, quantiles and maximum of the k-hats, and the fraction above ``threshold`` (an
+    unfitted tail, k-hat = inf, counts as above)."""
+    k = np.asarray(khat, dtype=np.float64)
+    qs = (0.05, 0.25, 0.5, 0.75, 0.95)
+    return {
+        "pareto_k_mean": float(np.mean(k)),
+        "pareto_k_quantiles": {str(q): float(v) for q, v in zip(qs, np.quantile(k, qs))},
+        "pareto_k_max": float(np.max(k)),
+        "pareto_k_frac_bad": float(np.mean(k > threshold)),
+        "pareto_k_threshold": threshold,
+    }
+
+
+def pareto_k_sample_threshold(num_samples: int) -> float:
+    """min(1 - 1 / log10(S), 0.7): the k-hat above which S importance samples cannot give a
+    reliable estimate (Vehtari et al. 2024, Sec. 3.2.2)."""
+    if num_samples <= 10:
+        return -math.inf
+    return min(1.0 - 1.0 / math.log10(num_samples), PARETO_K_THRESHOLD)
+
+
+@dataclass
+class ImportanceSampling:
+    """Per-example results of :func:`importance_sampling`, in nats (float64)."""
+
+    log_likelihood: torch.Tensor  # (N,) IWAE estimate of log p(x) with K samples
+    elbo: torch.Tensor  # (N,) the K-sample average of log w: an ELBO estimate, same samples
+    pareto_k: np.ndarray | None  # (N,) PSIS k-hat, None when K < PSIS_MIN_SAMPLES
+    psis_log_likelihood: np.ndarray | None  # (N,) PSIS-smoothed estimate of log p(x)
+    num_samples: int
+
+
+def importance_sampling(
+    vae: VAE,
+    x: torch.Tensor,
+    num_samples: int,
+    batch_size: int = 100,
+    progress: Callable[[int], None] | None = None,
+) -> ImportanceSampling:
+    """IWAE and PSIS for every example of ``x``, ``batch_size`` examples at a time (each batch's
+    K x B log weights are made by :func:`log_importance_weights` and dropped after use).
+    ``progress(n)`` is called after each batch with the number of examples done."""
+    num_samples = _positive_int(num_samples, "the number of importance samples K")
+    batch_size = _positive_int(batch_size, "batch_size")
+    iwae, elbo, khat, smoothed = [], [], [], []
+    for start in range(0, x.shape[0], batch_size):
+        lw = log_importance_weights(vae, x[start : start + batch_size], num_samples)
+        iwae.append(iwae_bound(lw).cpu())
+        elbo.append(lw.mean(0).cpu())
+        if num_samples >= PSIS_MIN_SAMPLES:
+            k, ll = psis(lw)
+            khat.append(k)
+            smoothed.append(ll)
+        if progress is not None:
+            progress(min(start + batch_size, x.shape[0]))
+    with_psis = num_samples >= PSIS_MIN_SAMPLES
+    return ImportanceSampling(
+        log_likelihood=torch.cat(iwae),
+        elbo=torch.cat(elbo),
+        pareto_k=np.concatenate(khat) if with_psis else None,
+        psis_log_likelihood=np.concatenate(smoothed) if with_psis else None,
+        num_samples=num_samples,
+    )
+
+
+# ---- a NUTS reference posterior ---------------------------------------------------------------
+
+
+def posterior_model(vae: VAE, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """A Pyro model of p(z, x) for one example ``x`` (shape ``x_shape``) with the trained prior
+    and decoder: ``z ~ p(z)``, ``x ~ p(x|z)`` observed. NUTS on it samples p(z|x). Call it inside
+    :func:`frozen` so that only ``z`` carries gradients."""
+    if tuple(x.shape) != vae.x_shape:
+        raise PyrovaeError(f"posterior_model takes one example of shape {vae.x_shape}, got "
+                           f"{tuple(x.shape)}: index the batch, e.g. x[0]")
+    with torch.no_grad():
+        prior = vae.prior()  # evaluated once: a VampPrior runs its encoder on the pseudo-inputs
+
+    def model() -> torch.Tensor:
+        z = pyro.sample("z", prior)
+        pyro.sample("x", vae.decode(z), obs=x)
+        return z
+
+    return model
+
+
+def nuts_posterior(
+    vae: VAE,
+    x: torch.Tensor,
+    num_warmup: int = 300,
+    num_samples: int = 300,
+    num_chains: int = 2,
+    seed: int = 0,
+    init_scale: float = 2.0,
+) -> az.InferenceData:
+    """NUTS (``pyro.infer.MCMC(NUTS(...))``) on p(z|x) for one example, as ArviZ InferenceData
+    with ``num_chains`` chains of ``num_samples`` draws of ``z`` (dim ``latent``).
+
+    The chains run one after the other (one process, one thread; Pyro would fork a process per
+    chain) from overdispersed starts z_0 = mu(x) + init_scale * sigma(x) * eps, each converted
+    with ``arviz.from_pyro`` and joined along ``chain``, so that r-hat compares independent
+    chains (Gelman & Rubin 1992; Vehtari et al. 2021).
+    """
+    for value, name in ((num_warmup, "num_warmup"), (num_samples, "num_samples"),
+                        (num_chains, "num_chains")):
+        _positive_int(value, name)
+    dims = {"z": ["latent"]}
+    coords = {"latent": np.arange(vae.z_dim)}
+    chains = []
+    with frozen(vae), single_thread():
+        model = posterior_model(vae, x)
+        with torch.no_grad():
+            loc, scale = vae.encoder(x.unsqueeze(0))
+        for chain in range(num_chains):
+            pyro.set_rng_seed(seed + chain)
+            start = loc[0] + init_scale * scale[0] * torch.randn_like(loc[0])
+            mcmc = MCMC(NUTS(model), num_samples=num_samples, warmup_steps=num_warmup,
+                        initial_params={"z": start}, disable_progbar=True)
+            mcmc.run()
+            chains.append(az.from_pyro(mcmc, log_likelihood=False, coords=coords, dims=dims))
+    return chains[0] if num_chains == 1 else az.concat(*chains, dim="chain")
+
+
+def posterior_comparison(
+    idata: az.InferenceData,
+    q_loc: torch.Tensor | np.ndarray,
+    q_scale: torch.Tensor | np.ndarray,
+    rhat_threshold: float = RHAT_THRESHOLD,
+    label: str = "",
+) -> dict:
+    """NUTS's posterior means and standard deviations of ``z`` beside q(z|x)'s, per latent
+    dim, with the sampler checks: rank-normalized split r-hat, bulk and tail ESS and the Monte
+    Carlo standard errors of the mean and sd (``arviz.rhat``/``ess``/``mcse``; Vehtari et al.
+    2021) and the divergences.
+
+    ``rhat_flag`` is set (with a ``warnings.warn``) when some r-hat exceeds ``rhat_threshold``,
+    ``ess_flag`` when some bulk ESS is below 100 per chain: the reference is then unreliable.
+    ``mean_z`` = (q mean - NUTS mean) / NUTS sd, ``std_ratio`` = q sd / NUTS sd.
+    """
+    post = idata.posterior["z"]
+    num_chains = int(post.sizes["chain"])
+
+    def stat(ds) -> list[float]:
+        return [float(v) for v in np.asarray(ds["z"].values).ravel()]
+
+    mean = post.mean(("chain", "draw")).values
+    std = post.std(("chain", "draw"), ddof=1).values
+    q_mean = np.asarray(torch.as_tensor(q_loc).detach().cpu().double()).ravel()
+    q_std = np.asarray(torch.as_tensor(q_scale).detach().cpu().double()).ravel()
+    r_hat = stat(az.rhat(idata, var_names=["z"]))
+    ess_bulk = stat(az.ess(idata, var_names=["z"], method="bulk"))
+    diverging = idata.sample_stats["diverging"].values if "sample_stats" in idata else None
+    result = {
+        "nuts_mean": mean.tolist(),
+        "nuts_std": std.tolist(),
+        "q_mean": q_mean.tolist(),
+        "q_std": q_std.tolist(),
+        "mean_z": ((q_mean - mean) / std).tolist(),
+        "std_ratio": (q_std / std).tolist(),
+        "mcse_mean": stat(az.mcse(idata, var_names=["z"], method="mean")),
+        "mcse_sd": stat(az.mcse(idata, var_names=["z"], method="sd")),
+        "r_hat": r_hat,
+        "ess_bulk": ess_bulk,
+        "ess_tail": stat(az.ess(idata, var_names=["z"], method="tail")),
+        "max_r_hat": max(r_hat),
+        "min_ess_bulk": min(ess_bulk),
+        "num_chains": num_chains,
+        "num_draws": int(post.sizes["draw"]),
+        "divergences": int(np.sum(diverging)) if diverging is not None else 0,
+    }
+    result["rhat_flag"] = bool(not result["max_r_hat"] <= rhat_threshold)
+    result["ess_flag"] = bool(result["min_ess_bulk"] < ESS_PER_CHAIN * num_chains)
+    where = f" for {label}" if label else ""
+    if result["rhat_flag"]:
+        warnings.warn(
+            f"NUTS r-hat {result['max_r_hat']:.3f} > {rhat_threshold}{where}: the chains have "
+            "not mixed, so the reference posterior is unreliable; run more warmup and draws",
+            stacklevel=2,
+        )
+    if result["ess_flag"]:
+        warnings.warn(
+            f"NUTS bulk ESS {result['min_ess_bulk']:.0f} < {ESS_PER_CHAIN} per chain{where}: "
+            "the posterior means and sds are noisy; run more draws",
+            stacklevel=2,
+        )
+    return result
+
+
+# ---- the amortization gap --------------------------------------------------------------------
+
+
+def _gaussian_elbo(
+    vae: VAE, x: torch.Tensor, prior: dist.Distribution, loc: torch.Tensor,
+    scale: torch.Tensor, eps: torch.Tensor,
+) -> torch.Tensor:
+    """Per example: mean_k [log p(x|z_k) + log p(z_k)] + H[q], z_k = loc + scale * eps_k, for
+    q = N(loc, diag(scale^2)) (reparameterized, entropy in closed form). Shape ``(B,)``."""
+    z = loc + scale * eps
+    log_joint = vae.decode(z).log_prob(x) + prior.log_prob(z)
+    entropy = dist.Normal(loc, scale).to_event(1).entropy()
+    return log_joint.mean(0) + entropy
+
+
+@torch.no_grad()
+def gaussian_elbo(
+    vae: VAE, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, num_particles: int = 1000,
+    seed: int = 0, chunk_size: int | None = None,
+) -> torch.Tensor:
+    """The ELBO per example (float64) of a free diagonal Gaussian q = N(loc, diag(scale^2)),
+    estimated with ``num_particles`` reparameterized draws from a generator seeded with
+    ``seed``: two calls with the same seed use the same noise (common random numbers), so that
+    their difference is not swamped by Monte Carlo error."""
+    num_particles = _positive_int(num_particles, "num_particles")
+    chunk = chunk_size or _chunk_size(vae, x.shape[0])
+    gen = torch.Generator(device=loc.device).manual_seed(seed)
+    prior = vae.prior()
+    total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+    for k in _chunks(num_particles, chunk):
+        eps = torch.randn((k,) + loc.shape, generator=gen, dtype=loc.dtype, device=loc.device)
+        total += k * _gaussian_elbo(vae, x, prior, loc, scale, eps).double()
+    return total / num_particles
+
+
+def optimize_gaussian(
+    vae: VAE, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, steps: int = 300,
+    num_particles: int = 10, lr: float = 1e-2,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example, the diagonal Gaussian (loc, log scale) that maximizes that example's ELBO,
+    by ``steps`` Adam steps on a ``num_particles``-sample reparameterized estimate, started from
+    ``(loc, scale)`` (the encoder's output): the locally optimal q* of Cremer et al. (2018),
+    Sec. 3. All examples are optimized at once; their ELBOs are separate terms of one sum, so
+    each example's parameters see only their own gradient."""
+    steps = _positive_int(steps, "steps")
+    num_particles = _positive_int(num_particles, "num_particles")
+    loc = loc.detach().clone().requires_grad_(True)
+    log_scale = scale.detach().log().clone().requires_grad_(True)
+    optim = torch.optim.Adam([loc, log_scale], lr=lr)
+    with frozen(vae):
+        with torch.no_grad():
+            prior = vae.prior()
+        for _ in range(steps):
+            optim.zero_grad()
+            eps = torch.randn((num_particles,) + loc.shape, dtype=loc.dtype, device=loc.device)
+            loss = -_gaussian_elbo(vae, x, prior, loc, log_scale.exp(), eps).sum()
+            loss.backward()
+            optim.step()
+    return loc.detach(), log_scale.detach().exp()
+
+
+def inference_gaps(
+    vae: VAE,
+    x: torch.Tensor,
+    log_likelihood: torch.Tensor,
+    steps: int = 300,
+    num_particles: int = 10,
+    lr: float = 1e-2,
+    eval_particles: int = 1000,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Cremer et al. (2018), eqs. (5)-(6), per example (float64, nats):
+
+    inference gap   = log p(x) - ELBO[q_amortized]
+                    = (log p(x) - ELBO[q*])              approximation gap
+                    + (ELBO[q*] - ELBO[q_amortized])     amortization gap,
+
+    with ``log_likelihood`` an estimate of log p(x) (the IWAE bound with many samples), q* from
+    :func:`optimize_gaussian`, and both ELBOs evaluated with ``eval_particles`` draws of the
+    same noise. Returns those five per-example tensors.
+    """
+    with torch.no_grad():
+        loc, scale = vae.encoder(x)
+    best_loc, best_scale = optimize_gaussian(vae, x, loc, scale, steps, num_particles, lr)
+    amortized = gaussian_elbo(vae, x, loc, scale, eval_particles, seed)
+    optimized = gaussian_elbo(vae, x, best_loc, best_scale, eval_particles, seed)
+    log_px = log_likelihood.double().to(amortized.device)
+    return {
+        "elbo_amortized": amortized,
+        "elbo_optimized": optimized,
+        "inference_gap": log_px - amortized,
+        "approximation_gap": log_px - optimized,
+        "amortization_gap": optimized - amortized,
+    }
+
+
+# ---- active units ----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def active_units(
+    vae: VAE, x: torch.Tensor, threshold: float = ACTIVE_THRESHOLD, batch_size: int = 1000
+) -> tuple[int, torch.Tensor]:
+    """The number of active latent units and every unit's activity A_u = Cov_x(E_q[z_u|x])
+    (the variance over examples of the encoder's mean; Burda et al. 2015, Sec. 5.2): a unit is
+    active when A_u > ``threshold``. Returns ``(count, A)`` with A of shape ``(z_dim,)``."""
+    batch_size = _positive_int(batch_size, "batch_size")
+    means = torch.cat([vae.encoder(x[i : i + batch_size])[0].double()
+                       for i in range(0, x.shape[0], batch_size)])
+    activity = means.var(dim=0, correction=0)
+    return int((activity > threshold).sum()), activity

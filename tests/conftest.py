@@ -1,0 +1,58 @@
+"""Shared fixtures: the read-only data mirror (real MNIST), a cache root, MNIST splits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mirror_path() -> Path:
+    """PYROVAE_DATA_MIRROR, else ../shared/data beside the repository."""
+    return Path(os.environ.get("PYROVAE_DATA_MIRROR", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def mirror() -> Path:
+    """The mirror with real MNIST. Missing data FAILS the test (it must not skip silently)."""
+    path = mirror_path().resolve()
+    missing = [f for f in ("MNIST/raw/t10k-images-idx3-ubyte.gz",
+                           "MNIST/raw/train-images-idx3-ubyte.gz") if not (path / f).is_file()]
+    assert not missing, f"real MNIST is missing from the data mirror {path}: {missing}"
+    os.environ["PYROVAE_DATA_MIRROR"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data_cache")
+
+
+@pytest.fixture(scope="session")
+def mnist_binary(mirror, data_root):
+    """MNIST (first 5,000 training images), test set stochastically binarized once."""
+    from pyrovae.data import load_data
+
+    return load_data("mnist", root=data_root, mirror=str(mirror), limit=5000, binarize="dynamic")
+
+
+@pytest.fixture(scope="session")
+def mnist_grey(mirror, data_root):
+    from pyrovae.data import load_data
+
+    return load_data("mnist", root=data_root, mirror=str(mirror), limit=5000, binarize="none")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    pyro.set_rng_seed(0)
+    yield
+
+
+def binary_batch(n: int = 8, shape=(1, 28, 28), p: float = 0.3) -> torch.Tensor:
+    return torch.bernoulli(torch.full((n, *shape), p))

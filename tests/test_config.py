@@ -1,0 +1,80 @@
+from pathlib import Path
+
+import pytest
+
+from pyrovae.config import CONFIG_DIR, from_dict, load_config, to_dict, to_yaml
+from pyrovae.errors import PyrovaeError
+
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
+REQUIRED = ["mnist", "mnist_fc400_z20", "mnist_z2_manifold", "mnist_conv", "mnist_z8",
+            "mnist_gaussian", "fashion_mnist", "cifar10_conv", "mnist_vamp"]
+
+
+def test_the_classic_configs_exist():
+    assert {p.stem for p in CONFIGS} >= set(REQUIRED)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_loads_and_round_trips(path):
+    cfg = load_config(path)
+    assert from_dict(to_dict(cfg)) == cfg
+    assert "run_dir" in to_yaml(cfg)
+
+
+def test_default_is_mnist_yaml_and_overrides_apply():
+    cfg = load_config(None, ["train.epochs=3", "model.hidden=[64,32]", "model.prior=vamp",
+                             "data.limit=100", "train.device=cuda:1"])
+    assert cfg.data.name == "mnist" and cfg.train.epochs == 3
+    assert cfg.model.hidden == [64, 32] and cfg.model.prior == "vamp"
+    assert cfg.data.limit == 100 and cfg.train.device == "cuda:1"
+
+
+def test_classic_architectures():
+    fc = load_config(CONFIG_DIR / "mnist_fc400_z20.yaml")
+    assert (fc.model.hidden, fc.model.z_dim, fc.model.activation, fc.train.batch_size) == (
+        [400], 20, "relu", 128)
+    z2 = load_config(CONFIG_DIR / "mnist_z2_manifold.yaml")
+    assert (z2.model.z_dim, z2.model.hidden) == (2, [128])
+    conv = load_config(CONFIG_DIR / "mnist_conv.yaml")
+    assert (conv.model.net, conv.model.scale_fn, conv.model.likelihood) == (
+        "conv", "softplus", "bernoulli")
+    gauss = load_config(CONFIG_DIR / "mnist_gaussian.yaml")
+    assert gauss.model.likelihood == "gaussian" and gauss.model.learn_scale == "none"
+    assert load_config(CONFIG_DIR / "mnist_vamp.yaml").model.prior == "vamp"
+    assert load_config(CONFIG_DIR / "cifar10_conv.yaml").data.name == "cifar10"
+
+
+@pytest.mark.parametrize("override, words", [
+    ("train.epoch=3", ["unknown config key 'train.epoch'", "epochs"]),
+    ("model.prior=flow", ["model.prior", "normal, diag_normal, mog, vamp"]),
+    ("train.loss=elbo", ["train.loss", "trace, meanfield, analytic"]),
+    ("data.binarize=yes", ["data.binarize", "dynamic, static, none"]),
+    ("train.device=tpu", ["train.device", "cuda:N"]),
+    ("train.epochs=many", ["train.epochs", "many"]),
+    ("train.batch_size=0", ["train.batch_size must be > 0"]),
+    ("data.name=svhn", ["data.name", "mnist"]),
+    ("verbose=1", ["unknown config key 'verbose'", "run_dir"]),
+    ("epochs", ["bad override 'epochs'", "key=value"]),
+])
+def test_bad_keys_and_values_are_one_line(override, words):
+    with pytest.raises(PyrovaeError) as err:
+        load_config(None, [override])
+    msg = str(err.value)
+    assert "\n" not in msg
+    for w in words:
+        assert w in msg
+
+
+def test_bad_files(tmp_path: Path):
+    with pytest.raises(PyrovaeError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(PyrovaeError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(PyrovaeError, match="mapping"):
+        load_config(bad)
+    bad.write_text("model:\n  z_dims: 3\n")
+    with pytest.raises(PyrovaeError, match="unknown config key 'model.z_dims'"):
+        load_config(bad)

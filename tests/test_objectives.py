@@ -1,0 +1,101 @@
+import math
+
+import pyro
+import pytest
+import torch
+from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
+
+from pyrovae import VAE
+from pyrovae.errors import PyrovaeError
+from pyrovae.objectives import (
+    analytic_loss,
+    differentiable_loss,
+    kl_diag_normals,
+    kl_mvn,
+    kl_standard_normal,
+    svi_loss,
+)
+from tests.conftest import binary_batch
+
+
+def _spd(k, gen):
+    a = torch.randn(k, k, generator=gen, dtype=torch.float64)
+    return a @ a.T + 0.5 * torch.eye(k, dtype=torch.float64)
+
+
+def test_kl_standard_normal_equals_torch_and_monte_carlo():
+    gen = torch.Generator().manual_seed(0)
+    loc = torch.randn(10, 4, generator=gen, dtype=torch.float64)
+    log_var = torch.randn(10, 4, generator=gen, dtype=torch.float64)
+    q = Independent(Normal(loc, (0.5 * log_var).exp()), 1)
+    p = Independent(Normal(torch.zeros_like(loc), torch.ones_like(loc)), 1)
+    ours = kl_standard_normal(loc, log_var)
+    assert torch.allclose(ours, kl_divergence(q, p), rtol=1e-12)
+    z = q.sample((200000,))
+    mc = q.log_prob(z) - p.log_prob(z)
+    se = mc.std(0) / math.sqrt(mc.shape[0])
+    assert ((mc.mean(0) - ours).abs() < 4 * se).all()
+
+
+def test_kl_diag_normals_equals_torch():
+    gen = torch.Generator().manual_seed(1)
+    args = [torch.randn(6, 3, generator=gen, dtype=torch.float64) for _ in range(4)]
+    q = Independent(Normal(args[0], (0.5 * args[1]).exp()), 1)
+    p = Independent(Normal(args[2], (0.5 * args[3]).exp()), 1)
+    assert torch.allclose(kl_diag_normals(*args), kl_divergence(q, p), rtol=1e-12)
+
+
+def test_kl_mvn_full_covariance_equals_torch_and_monte_carlo():
+    gen = torch.Generator().manual_seed(2)
+    k = 4
+    mq, mp = torch.randn(k, generator=gen, dtype=torch.float64), torch.randn(
+        k, generator=gen, dtype=torch.float64)
+    sq, sp = _spd(k, gen), _spd(k, gen)
+    q, p = MultivariateNormal(mq, sq), MultivariateNormal(mp, sp)
+    ours = kl_mvn(mq, sq, mp, sp)
+    assert torch.allclose(ours, kl_divergence(q, p), rtol=1e-10)
+    z = q.sample((400000,))
+    mc = q.log_prob(z) - p.log_prob(z)
+    assert abs(mc.mean() - ours) < 4 * mc.std() / math.sqrt(mc.numel())
+    # special cases: diagonal and standard normal
+    dq, dp = torch.rand(k, dtype=torch.float64) + 0.1, torch.rand(k, dtype=torch.float64) + 0.1
+    assert torch.allclose(kl_mvn(mq, torch.diag(dq), mp, torch.diag(dp)),
+                          kl_diag_normals(mq, dq.log(), mp, dp.log()))
+    eye = torch.eye(k, dtype=torch.float64)
+    assert torch.allclose(kl_mvn(mq, torch.diag(dq), torch.zeros(k, dtype=torch.float64), eye),
+                          kl_standard_normal(mq, dq.log()))
+    assert kl_mvn(mq, sq, mq, sq).abs() < 1e-12
+
+
+@pytest.mark.parametrize("prior", ["normal", "diag_normal"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "continuous_bernoulli", "laplace"])
+def test_analytic_loss_equals_trace_meanfield_with_same_noise(prior, likelihood):
+    vae = VAE(x_shape=(1, 6, 6), z_dim=3, prior=prior, likelihood=likelihood, hidden=[16]).double()
+    if prior == "diag_normal":  # move the learned prior away from N(0, I)
+        with torch.no_grad():
+            vae.prior_net.loc.normal_()
+            vae.prior_net.scale_unconstrained.normal_()
+    x = binary_batch(5, (1, 6, 6)).double()
+    pyro.set_rng_seed(3)
+    ours = differentiable_loss("analytic", vae)(x, 50)
+    pyro.set_rng_seed(3)
+    pyros = differentiable_loss("meanfield", vae)(x, 50)
+    assert abs(ours.item() - pyros.item()) <= 1e-5 * abs(pyros.item())
+
+
+def test_analytic_loss_scales_by_num_data_and_beta():
+    vae = VAE(x_shape=(4,), z_dim=2, hidden=[8], likelihood="gaussian")
+    x = torch.rand(5, 4)
+    pyro.set_rng_seed(0)
+    a = analytic_loss(vae, x)
+    pyro.set_rng_seed(0)
+    b = analytic_loss(vae, x, num_data=50)
+    assert torch.allclose(b, 10 * a)
+
+
+def test_analytic_loss_needs_a_closed_form_kl():
+    vae = VAE(x_shape=(4,), z_dim=2, hidden=[8], likelihood="gaussian", prior="mog")
+    with pytest.raises(PyrovaeError, match="closed-form KL"):
+        svi_loss("analytic", vae)
+    with pytest.raises(PyrovaeError, match="unknown loss"):
+        svi_loss("elbo", vae)
