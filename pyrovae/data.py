@@ -20,7 +20,6 @@ import os
 import pickle
 import shutil
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from pyrovae.errors import PyrovaeError, choice_error
+from pyrovae.files import atomic_write
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "binarized_mnist", "folder", "npy")
 BINARIZE = ("dynamic", "static", "none")
@@ -377,44 +377,25 @@ def _root(root: str | Path | None, mirror_dir: Path | None) -> Path:
 
 
 def _atomic_copy(src: Path, dst: Path, md5: str | None = None) -> None:
-    """Copy ``src`` to ``dst`` through a temp file in ``dst``'s folder, then ``os.replace``.
-
-    With ``md5``, the copy is checked before it replaces anything; a mismatch -> PyrovaeError
-    naming ``src``.
-    """
+    """Copy ``src`` to ``dst`` atomically; with ``md5``, the copy is checked before it replaces
+    anything (a mismatch -> PyrovaeError naming ``src``)."""
     from torchvision.datasets.utils import calculate_md5
 
+    def write(tmp: Path) -> None:
+        shutil.copyfile(src, tmp)
+        got = None if md5 is None else calculate_md5(tmp)
+        if got != md5:
+            raise PyrovaeError(
+                f"{src} has md5 {got}, not the md5 {md5} that torchvision expects: the "
+                "file is corrupt or a different version; replace it with the original file"
+            )
+
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, 1 << 20)
-        if md5 is not None:
-            got = calculate_md5(tmp)
-            if got != md5:
-                raise PyrovaeError(
-                    f"{src} has md5 {got}, not the md5 {md5} that torchvision expects: the "
-                    "file is corrupt or a different version; replace it with the original file"
-                )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(dst, write)
 
 
 def _atomic_save_npy(array: np.ndarray, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            np.save(out, array, allow_pickle=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(dst, lambda tmp: np.save(tmp, array, allow_pickle=False))
 
 
 # --------------------------------------------------------------------------------------------

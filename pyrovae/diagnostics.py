@@ -236,7 +236,6 @@ class ImportanceSampling:
     """Per-example results of :func:`importance_sampling`, in nats (float64)."""
 
     log_likelihood: torch.Tensor  # (N,) IWAE estimate of log p(x) with K samples
-    elbo: torch.Tensor  # (N,) the K-sample average of log w: an ELBO estimate, same samples
     pareto_k: np.ndarray | None  # (N,) PSIS k-hat, None when K < PSIS_MIN_SAMPLES
     psis_log_likelihood: np.ndarray | None  # (N,) PSIS-smoothed estimate of log p(x)
     num_samples: int
@@ -254,11 +253,10 @@ def importance_sampling(
     ``progress(n)`` is called after each batch with the number of examples done."""
     num_samples = _positive_int(num_samples, "the number of importance samples K")
     batch_size = _positive_int(batch_size, "batch_size")
-    iwae, elbo, khat, smoothed = [], [], [], []
+    iwae, khat, smoothed = [], [], []
     for start in range(0, x.shape[0], batch_size):
         lw = log_importance_weights(vae, x[start : start + batch_size], num_samples)
         iwae.append(iwae_bound(lw).cpu())
-        elbo.append(lw.mean(0).cpu())
         if num_samples >= PSIS_MIN_SAMPLES:
             k, ll = psis(lw)
             khat.append(k)
@@ -268,7 +266,6 @@ def importance_sampling(
     with_psis = num_samples >= PSIS_MIN_SAMPLES
     return ImportanceSampling(
         log_likelihood=torch.cat(iwae),
-        elbo=torch.cat(elbo),
         pareto_k=np.concatenate(khat) if with_psis else None,
         psis_log_likelihood=np.concatenate(smoothed) if with_psis else None,
         num_samples=num_samples,
@@ -435,7 +432,7 @@ def gaussian_elbo(
 
 def optimize_gaussian(
     vae: VAE, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, steps: int = 300,
-    num_particles: int = 10, lr: float = 1e-2,
+    num_particles: int = 10, lr: float = 5e-2, final_lr: float = 0.1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per example, the diagonal Gaussian (loc, log scale) that maximizes that example's ELBO,
     by ``steps`` Adam steps on a ``num_particles``-sample reparameterized estimate, started from
@@ -447,6 +444,8 @@ def optimize_gaussian(
     loc = loc.detach().clone().requires_grad_(True)
     log_scale = scale.detach().log().clone().requires_grad_(True)
     optim = torch.optim.Adam([loc, log_scale], lr=lr)
+    # the step size decays geometrically to lr * final_lr over the run
+    decay = torch.optim.lr_scheduler.ExponentialLR(optim, gamma=final_lr ** (1.0 / steps))
     with frozen(vae):
         with torch.no_grad():
             prior = vae.prior()
@@ -456,6 +455,7 @@ def optimize_gaussian(
             loss = -_gaussian_elbo(vae, x, prior, loc, log_scale.exp(), eps).sum()
             loss.backward()
             optim.step()
+            decay.step()
     return loc.detach(), log_scale.detach().exp()
 
 

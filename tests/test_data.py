@@ -36,7 +36,7 @@ from pyrovae.data import (
 from pyrovae.errors import PyrovaeError
 
 REPO = Path(__file__).resolve().parents[1]
-MIRROR = Path(os.environ.get("PYROVAE_DATA_MIRROR") or REPO.parent / "shared" / "data")
+MIRROR = Path(os.environ.get("PYROVAE_DATA_MIRROR") or REPO.parent / "shared" / "data").resolve()
 MNIST_FILES = [name for name, _ in torchvision.datasets.MNIST.resources]
 
 

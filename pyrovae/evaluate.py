@@ -1,0 +1,438 @@
+"""``python -m pyrovae.evaluate RUN_DIR``: how good are the bound and the guide of a trained run.
+
+    python -m pyrovae.evaluate runs/mnist                      # every test example, K = 5000
+    python -m pyrovae.evaluate runs/mnist --limit 100 --iwae-samples 1000 --json
+
+On the test split of the run's dataset (binarized as the run's data config says), it reports in
+nats per example: the ELBO (closed-form KL, and sampled from the Pyro model and guide), the
+importance-weighted estimate of log p(x) with K samples (Burda et al. 2015) and its standard
+error, PSIS (Yao et al. 2018: Pareto k-hat per example, the fraction above 0.7, the smoothed
+log p(x)), the active units, the inference gap split into approximation and amortization gaps
+(Cremer et al. 2018) and, for a few examples, a NUTS reference posterior compared with q(z|x).
+It writes ``evaluation.json``, ``posterior.png`` and ``khat.png`` into the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from pyrovae import checkpoint, diagnostics, objectives
+from pyrovae.errors import PyrovaeError
+from pyrovae.fit import load_splits, resolve_device
+from pyrovae.model import VAE
+from pyrovae.files import atomic_write
+
+RESULTS = "evaluation.json"
+POSTERIOR_FIGURE = "posterior.png"
+KHAT_FIGURE = "khat.png"
+#: Latent dims drawn per example in posterior.png (the most active units first).
+FIGURE_DIMS = 6
+
+
+@dataclass
+class Options:
+    """What :func:`evaluate` computes; the command line's options."""
+
+    iwae_samples: int = 5000  # K importance samples per example
+    limit: int | None = None  # the first N test examples (None: all)
+    nuts_examples: int = 2  # examples with a NUTS reference posterior (0: none)
+    nuts_warmup: int = 300
+    nuts_samples: int = 300  # draws per chain after warmup
+    nuts_chains: int = 2
+    gap_examples: int = 100  # examples for the amortization gap (0: none)
+    gap_steps: int = 300  # Adam steps of the local optimization of q
+    elbo_particles: int = 10  # particles per example for the two ELBO estimates
+    gap_eval_particles: int = 1000  # particles per example for the gaps' final ELBOs
+    batch_size: int = 100  # examples per batch of importance sampling
+    seed: int = 0
+    device: str = "auto"
+    figures: bool = True
+
+    def check(self) -> Options:
+        """Refuse a bad option with a one-line error naming the command-line flag."""
+        minimum = {"iwae_samples": ("--iwae-samples", 1), "limit": ("--limit", 1),
+                   "nuts_examples": ("--nuts", 0), "nuts_warmup": ("--nuts-warmup", 0),
+                   "nuts_samples": ("--nuts-samples", 4), "nuts_chains": ("--nuts-chains", 1),
+                   "gap_examples": ("--gap-examples", 0), "gap_steps": ("--gap-steps", 1),
+                   "elbo_particles": ("elbo_particles", 1),
+                   "gap_eval_particles": ("gap_eval_particles", 1),
+                   "batch_size": ("--batch-size", 1)}
+        for name, (flag, low) in minimum.items():
+            value = getattr(self, name)
+            if name == "limit" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise PyrovaeError(f"{flag} must be an integer >= {low}, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise PyrovaeError(f"--seed must be an integer, got {self.seed!r}")
+        return self
+
+
+# ---- the evaluation, stage by stage ------------------------------------------------------
+
+
+def _stat(result: dict, key: str, values) -> None:
+    """``key`` = mean over examples and ``key_stderr`` = standard error of that mean."""
+    result[key], result[f"{key}_stderr"] = diagnostics.mean_stderr(values)
+
+
+def bounds(vae: VAE, x: torch.Tensor, opts: Options) -> tuple[dict, dict]:
+    """ELBOs, IWAE and PSIS: the summary numbers, and the per-example arrays the later stages
+    use (``log_likelihood``, ``pareto_k``)."""
+    result: dict = {}
+    elbo = objectives.dataset_elbo(vae, x, num_particles=opts.elbo_particles)
+    result.update(elbo=elbo["elbo"], elbo_recon=elbo["recon"], elbo_kl=elbo["kl"])
+    result["elbo_kl_closed_form"] = bool(vae.prior_net.closed_form_kl)
+    sampled = torch.cat([diagnostics.sampled_elbo(vae, x[i : i + opts.batch_size],
+                                                  opts.elbo_particles)
+                         for i in range(0, x.shape[0], opts.batch_size)])
+    _stat(result, "elbo_sampled", sampled)
+    with tqdm(total=x.shape[0], desc=f"IWAE K={opts.iwae_samples}", leave=False,
+              disable=None, unit="ex") as bar:
+        iw = diagnostics.importance_sampling(
+            vae, x, opts.iwae_samples, opts.batch_size, progress=lambda n: bar.update(n - bar.n)
+        )
+    _stat(result, "log_likelihood", iw.log_likelihood)
+    result["num_samples"] = opts.iwae_samples
+    if iw.pareto_k is not None:
+        _stat(result, "psis_log_likelihood", iw.psis_log_likelihood)
+        result.update(diagnostics.pareto_k_summary(iw.pareto_k))
+        result["pareto_k_sample_threshold"] = diagnostics.pareto_k_sample_threshold(
+            opts.iwae_samples)
+    else:
+        for key in ("psis_log_likelihood", "psis_log_likelihood_stderr", "pareto_k_mean",
+                    "pareto_k_quantiles", "pareto_k_max", "pareto_k_frac_bad"):
+            result[key] = None
+        result["psis_note"] = (f"PSIS needs K >= {diagnostics.PSIS_MIN_SAMPLES} importance "
+                               "samples per example")
+    return result, {"log_likelihood": iw.log_likelihood, "pareto_k": iw.pareto_k}
+
+
+def gaps(vae: VAE, x: torch.Tensor, log_likelihood: torch.Tensor, opts: Options) -> dict:
+    """The inference, approximation and amortization gaps on the first ``gap_examples``."""
+    n = min(opts.gap_examples, x.shape[0])
+    if n == 0:
+        return {"gap_examples": 0}
+    per = diagnostics.inference_gaps(
+        vae, x[:n], log_likelihood[:n], steps=opts.gap_steps,
+        eval_particles=opts.gap_eval_particles, seed=opts.seed,
+    )
+    result: dict = {"gap_examples": n, "gap_steps": opts.gap_steps}
+    _stat(result, "log_likelihood_gap_examples", log_likelihood[:n])
+    for key, values in per.items():
+        _stat(result, key, values)
+    return result
+
+
+def nuts(vae: VAE, x: torch.Tensor, opts: Options) -> tuple[dict | None, list]:
+    """NUTS reference posteriors of the first ``nuts_examples`` examples, compared with q."""
+    n = min(opts.nuts_examples, x.shape[0])
+    if n == 0:
+        return None, []
+    with torch.no_grad():
+        loc, scale = vae.encoder(x[:n])
+    examples, draws = [], []
+    for i in range(n):
+        idata = diagnostics.nuts_posterior(
+            vae, x[i], opts.nuts_warmup, opts.nuts_samples, opts.nuts_chains,
+            seed=opts.seed + 1000 * i,
+        )
+        row = diagnostics.posterior_comparison(idata, loc[i], scale[i],
+                                               label=f"test example {i}")
+        examples.append({"index": i, **row})
+        draws.append(idata.posterior["z"].values.reshape(-1, vae.z_dim))
+    summary = {
+        "num_examples": n, "num_chains": opts.nuts_chains, "num_warmup": opts.nuts_warmup,
+        "num_samples": opts.nuts_samples, "rhat_threshold": diagnostics.RHAT_THRESHOLD,
+        "max_r_hat": max(e["max_r_hat"] for e in examples),
+        "min_ess_bulk": min(e["min_ess_bulk"] for e in examples),
+        "divergences": sum(e["divergences"] for e in examples),
+        "rhat_flag": any(e["rhat_flag"] for e in examples),
+        "ess_flag": any(e["ess_flag"] for e in examples),
+        "mean_abs_mean_z": float(np.mean([np.abs(e["mean_z"]).mean() for e in examples])),
+        "mean_std_ratio": float(np.mean([np.mean(e["std_ratio"]) for e in examples])),
+        "examples": examples,
+    }
+    return summary, draws
+
+
+def evaluate(run_dir: str | Path, opts: Options | None = None) -> dict:
+    """Every diagnostic of a trained run on its test split; writes ``evaluation.json`` (and the
+    figures, unless ``opts.figures`` is False) into ``run_dir`` and returns the results."""
+    opts = (opts or Options()).check()
+    began = time.perf_counter()
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise PyrovaeError(f"run folder {run_dir} does not exist: pass a folder written by "
+                           "python -m pyrovae.fit")
+    device = resolve_device(opts.device)
+    vae = checkpoint.load(run_dir, device)
+    splits = load_splits(vae.config, device)
+    x = splits.test if opts.limit is None else splits.test[: opts.limit]
+    vae.check(x)
+    pyro.set_rng_seed(opts.seed)
+    result: dict = {
+        "run_dir": str(run_dir), "dataset": splits.name, "num_examples": int(x.shape[0]),
+        "test_binarization": splits.test_binarization, "z_dim": vae.z_dim,
+        "likelihood": vae.config.model.likelihood, "prior": vae.config.model.prior,
+        "seed": opts.seed, "device": str(device), "unit": "nats per example",
+    }
+    summary, per_example = bounds(vae, x, opts)
+    result.update(summary)
+    count, activity = diagnostics.active_units(vae, x)
+    result["active_units"] = count
+    result["active_unit_variances"] = activity.tolist()
+    result["active_threshold"] = diagnostics.ACTIVE_THRESHOLD
+    result.update(gaps(vae, x, per_example["log_likelihood"], opts))
+    result["nuts"], draws = nuts(vae, x, opts)
+    result["figures"] = _figures(run_dir, result, per_example["pareto_k"], draws, activity, opts)
+    result["seconds"] = time.perf_counter() - began
+    checkpoint.atomic_write_text(json.dumps(_jsonable(result), indent=2) + "\n",
+                                 run_dir / RESULTS)
+    return result
+
+
+# ---- figures -------------------------------------------------------------------------------
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    """A matplotlib Figure (no pyplot state) written atomically as PNG."""
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
+
+
+def plot_khat(khat: np.ndarray, path: Path, num_samples: int) -> Path:
+    """Histogram of the per-example Pareto k-hats, with the 0.5 and 0.7 lines of Yao et al."""
+    k = np.asarray(khat, dtype=np.float64)
+    finite = k[np.isfinite(k)]
+    fig = Figure(figsize=(5.5, 3.5))
+    ax = fig.subplots()
+    ax.hist(finite, bins=40, color="tab:blue", alpha=0.8)
+    for value, style in ((0.5, ":"), (diagnostics.PARETO_K_THRESHOLD, "--")):
+        ax.axvline(value, color="k", linestyle=style, label=f"k = {value}")
+    bad = np.mean(k > diagnostics.PARETO_K_THRESHOLD)
+    ax.set_title(f"PSIS Pareto k-hat, {k.size} test examples, K = {num_samples}: "
+                 f"{100 * bad:.1f}% > 0.7", fontsize=9)
+    ax.set_xlabel("k-hat")
+    ax.set_ylabel("examples")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_posteriors(draws: list[np.ndarray], nuts_rows: list[dict], dims: list[int],
+                    path: Path) -> Path:
+    """Per example (rows) and latent dim (columns): the NUTS marginal (histogram) against the
+    amortized q(z|x) (curve)."""
+    rows, cols = len(draws), len(dims)
+    fig = Figure(figsize=(2.3 * cols, 2.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for r, (samples, row) in enumerate(zip(draws, nuts_rows)):
+        for c, d in enumerate(dims):
+            ax = axes[r][c]
+            ax.hist(samples[:, d], bins=30, density=True, color="tab:blue", alpha=0.5,
+                    label="NUTS")
+            mu, sd = row["q_mean"][d], row["q_std"][d]
+            lo = min(samples[:, d].min(), mu - 4 * sd)
+            hi = max(samples[:, d].max(), mu + 4 * sd)
+            grid = np.linspace(lo, hi, 200)
+            pdf = np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
+            ax.plot(grid, pdf, color="tab:red", label="q(z|x)")
+            ax.set_yticks([])
+            ax.tick_params(labelsize=7)
+            ax.set_title(f"example {row['index']}, z{d} (r-hat {row['r_hat'][d]:.3f})",
+                         fontsize=7)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _figures(run_dir: Path, result: dict, khat, draws, activity, opts: Options) -> list[str]:
+    if not opts.figures:
+        return []
+    written = []
+    if khat is not None:
+        written.append(plot_khat(khat, run_dir / KHAT_FIGURE, opts.iwae_samples).name)
+    if draws:
+        dims = [int(d) for d in torch.argsort(activity, descending=True)[:FIGURE_DIMS]]
+        written.append(plot_posteriors(draws, result["nuts"]["examples"], dims,
+                                       run_dir / POSTERIOR_FIGURE).name)
+    return written
+
+
+# ---- output --------------------------------------------------------------------------------
+
+
+def _jsonable(value):
+    """Plain JSON: NaN and infinities become null, numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.generic,)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _pm(mean: float | None, se: float | None, width: int = 10) -> str:
+    if mean is None:
+        return "n/a".rjust(width)
+    text = f"{mean:{width}.2f}"
+    return text + (f"  ± {se:.2f}" if se is not None and math.isfinite(se) else "")
+
+
+def format_table(r: dict) -> str:
+    """The results as a readable table (nats per example; ± one standard error of the mean
+    over test examples)."""
+    k = r["num_samples"]
+    lines = [
+        f"pyrovae.evaluate {r['run_dir']}: {r['dataset']}, {r['num_examples']} test examples, "
+        f"{r['likelihood']} likelihood, {r['prior']} prior, z_dim {r['z_dim']}",
+        f"test set: {r['test_binarization']}",
+        "",
+        f"{'nats per example (± std. error over examples)':<46}",
+        f"  {'ELBO, closed-form KL' if r['elbo_kl_closed_form'] else 'ELBO, Monte Carlo KL':<40}"
+        f"{_pm(r['elbo'], None)}   (recon {r['elbo_recon']:.2f}, KL {r['elbo_kl']:.2f})",
+        f"  {'ELBO, sampled from model/guide traces':<40}"
+        f"{_pm(r['elbo_sampled'], r['elbo_sampled_stderr'])}",
+        f"  {f'log p(x), IWAE, K = {k}':<40}"
+        f"{_pm(r['log_likelihood'], r['log_likelihood_stderr'])}",
+        f"  {f'log p(x), PSIS-smoothed, K = {k}':<40}"
+        f"{_pm(r['psis_log_likelihood'], r.get('psis_log_likelihood_stderr'))}",
+        "",
+    ]
+    if r.get("pareto_k_mean") is not None:
+        q = r["pareto_k_quantiles"]
+        lines.append(
+            f"PSIS Pareto k-hat: mean {r['pareto_k_mean']:.2f}, median {q['0.5']:.2f}, "
+            f"95% {q['0.95']:.2f}, max {r['pareto_k_max']:.2f}; "
+            f"{100 * r['pareto_k_frac_bad']:.1f}% of examples above 0.7 (q(z|x) unreliable "
+            "as a proposal there)"
+        )
+    else:
+        lines.append(f"PSIS: skipped ({r.get('psis_note', '')})")
+    lines.append(f"active units: {r['active_units']} of {r['z_dim']} "
+                 f"(Cov_x E_q[z_u] > {r['active_threshold']})")
+    if r.get("gap_examples"):
+        lines += [
+            "",
+            f"gaps on {r['gap_examples']} examples (Cremer et al. 2018; q* = Gaussian "
+            f"optimized per example, {r['gap_steps']} Adam steps):",
+            f"  {'log p(x), IWAE':<40}{_pm(r['log_likelihood_gap_examples'], None)}",
+            f"  {'ELBO of the amortized q(z|x)':<40}{_pm(r['elbo_amortized'], None)}",
+            f"  {'ELBO of the optimized q*':<40}{_pm(r['elbo_optimized'], None)}",
+            f"  {'inference gap':<40}{_pm(r['inference_gap'], r['inference_gap_stderr'])}",
+            f"  {'= approximation gap':<40}"
+            f"{_pm(r['approximation_gap'], r['approximation_gap_stderr'])}",
+            f"  {'+ amortization gap':<40}"
+            f"{_pm(r['amortization_gap'], r['amortization_gap_stderr'])}",
+        ]
+    if r.get("nuts"):
+        lines += ["", *_nuts_lines(r["nuts"])]
+    figures = ", ".join(r.get("figures", [])) or "no figures"
+    lines += ["", f"wrote {RESULTS} and {figures} to {r['run_dir']} in {r['seconds']:.1f} s"]
+    return "\n".join(lines)
+
+
+def _nuts_lines(n: dict) -> list[str]:
+    lines = [f"NUTS reference posterior ({n['num_chains']} chains x {n['num_samples']} draws "
+             f"after {n['num_warmup']} warmup) against q(z|x):"]
+    for e in n["examples"]:
+        flags = [f for f, on in (("R-HAT > 1.01", e["rhat_flag"]), ("LOW ESS", e["ess_flag"]))
+                 if on]
+        lines.append(
+            f"  test example {e['index']}: max r-hat {e['max_r_hat']:.3f}, min bulk ESS "
+            f"{e['min_ess_bulk']:.0f}, {e['divergences']} divergences"
+            + (f"  [{', '.join(flags)}]" if flags else "")
+        )
+        lines.append(f"    {'dim':>4} {'NUTS mean':>10} {'NUTS sd':>8} {'q mean':>8} "
+                     f"{'q sd':>7} {'(q-NUTS)/sd':>12}")
+        for d in range(len(e["nuts_mean"])):
+            lines.append(
+                f"    {d:>4} {e['nuts_mean'][d]:>10.3f} {e['nuts_std'][d]:>8.3f} "
+                f"{e['q_mean'][d]:>8.3f} {e['q_std'][d]:>7.3f} {e['mean_z'][d]:>12.2f}"
+            )
+    return lines
+
+
+# ---- command line --------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``error: ...``, exit status 2), like every CLI here."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m pyrovae.evaluate", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = Options()
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by pyrovae.fit")
+    p.add_argument("--iwae-samples", type=int, default=d.iwae_samples, metavar="K",
+                   help=f"importance samples per example (default {d.iwae_samples})")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="evaluate the first N test examples (default: all)")
+    p.add_argument("--nuts", type=int, default=d.nuts_examples, metavar="N_EXAMPLES",
+                   help=f"examples with a NUTS reference posterior (default {d.nuts_examples}; "
+                        "0 skips)")
+    p.add_argument("--nuts-warmup", type=int, default=d.nuts_warmup, metavar="W")
+    p.add_argument("--nuts-samples", type=int, default=d.nuts_samples, metavar="S",
+                   help="NUTS draws per chain after warmup")
+    p.add_argument("--nuts-chains", type=int, default=d.nuts_chains, metavar="C")
+    p.add_argument("--gap-examples", type=int, default=d.gap_examples, metavar="N",
+                   help=f"examples for the amortization gap (default {d.gap_examples}; 0 skips)")
+    p.add_argument("--gap-steps", type=int, default=d.gap_steps, metavar="STEPS")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, metavar="B",
+                   help="examples per batch of importance sampling")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object instead of the table")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    opts = Options(
+        iwae_samples=args.iwae_samples, limit=args.limit, nuts_examples=args.nuts,
+        nuts_warmup=args.nuts_warmup, nuts_samples=args.nuts_samples,
+        nuts_chains=args.nuts_chains, gap_examples=args.gap_examples, gap_steps=args.gap_steps,
+        batch_size=args.batch_size, seed=args.seed, device=args.device,
+    )
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            result = evaluate(args.run_dir, opts)
+    except PyrovaeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    for w in caught:  # the diagnostics' own warnings, one line each
+        if issubclass(w.category, UserWarning) and str(w.message).startswith("NUTS"):
+            print(f"warning: {' '.join(str(w.message).split())}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(_jsonable(result), indent=2))
+    else:
+        print(format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
