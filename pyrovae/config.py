@@ -54,6 +54,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     loss: str = "trace"  # trace | meanfield | analytic
+    engine: str = "svi"  # svi (pyro.infer.SVI + pyro.optim) | torch (differentiable_loss + Adam)
     num_particles: int = 1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
@@ -78,6 +79,7 @@ def _choices() -> dict[str, Sequence[str]]:
     from pyrovae.likelihoods import LEARN_SCALE, LIKELIHOODS
     from pyrovae.nets import ACTIVATIONS, NETS, SCALE_FNS
     from pyrovae.objectives import LOSSES
+    from pyrovae.optim import ENGINES
     from pyrovae.priors import PRIORS
 
     return {
@@ -90,6 +92,7 @@ def _choices() -> dict[str, Sequence[str]]:
         "model.scale_fn": list(SCALE_FNS),
         "model.learn_scale": LEARN_SCALE,
         "train.loss": LOSSES,
+        "train.engine": ENGINES,
     }
 
 

@@ -23,9 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyro
-import pyro.optim
 import torch
-from pyro.infer import SVI
 from tqdm.auto import tqdm
 
 from pyrovae import checkpoint, objectives, plots
@@ -33,6 +31,7 @@ from pyrovae.config import Config, from_dict, load_config, resolve_path, to_dict
 from pyrovae.data import Splits, load_data
 from pyrovae.errors import PyrovaeError
 from pyrovae.model import VAE
+from pyrovae.optim import SVIStepper, TorchStepper, make_stepper
 
 METRICS = ("epoch", "train_elbo", "valid_elbo", "test_elbo", "kl", "recon", "beta", "lr",
            "seconds")
@@ -73,28 +72,6 @@ def check_data(vae: VAE, splits: Splits) -> None:
             raise PyrovaeError(f"{splits.name} {name} data: {err}") from None
 
 
-def make_optimizer(cfg: Config) -> pyro.optim.PyroOptim:
-    """Adam (Kingma & Ba 2015), with gradient-norm clipping when ``train.clip_norm`` is set."""
-    clip = {"clip_norm": cfg.train.clip_norm} if cfg.train.clip_norm else {}
-    return pyro.optim.Adam({"lr": cfg.train.lr}, clip_args=clip)
-
-
-def _set_lr(optim: pyro.optim.PyroOptim, lr: float) -> None:
-    for opt in optim.optim_objs.values():
-        for group in opt.param_groups:
-            group["lr"] = lr
-
-
-def optimizer_state(optim: pyro.optim.PyroOptim, vae: VAE) -> dict:
-    """Optimizer state keyed by parameter names without the VAE's Pyro prefix."""
-    prefix = vae.pyro_prefix
-    return {name.removeprefix(prefix): s for name, s in optim.get_state().items()}
-
-
-def set_optimizer_state(optim: pyro.optim.PyroOptim, vae: VAE, state: dict) -> None:
-    optim.set_state({vae.pyro_prefix + name: s for name, s in state.items()})
-
-
 @dataclass
 class Run:
     """The state of a training run: everything a checkpoint holds, live."""
@@ -103,7 +80,7 @@ class Run:
     run_dir: Path
     splits: Splits
     vae: VAE
-    optim: pyro.optim.PyroOptim
+    stepper: SVIStepper | TorchStepper
     generator: torch.Generator
     epoch: int = 0
     step: int = 0
@@ -124,7 +101,7 @@ class Run:
     def state(self) -> dict:
         return {
             "model": self.vae.state_dict(),
-            "optim": optimizer_state(self.optim, self.vae),
+            "optim": self.stepper.state_dict(),
             "rng": checkpoint.rng_state(self.generator),
             "config": to_dict(self.cfg),
             "x_shape": self.splits.x_shape,
@@ -156,7 +133,7 @@ def start(cfg: Config) -> Run:
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint.atomic_write_text(to_yaml(cfg), run_dir / "config.yaml")
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
-    run = Run(cfg, run_dir, splits, vae, make_optimizer(cfg), generator)
+    run = Run(cfg, run_dir, splits, vae, stepper(cfg, vae), generator)
     run.save()  # epoch 0: a checkpoint exists from the start, so Ctrl-C always leaves one
     return run
 
@@ -182,15 +159,20 @@ def resume(run_dir: str | Path, overrides: list[str] | tuple = ()) -> Run:
     vae = checkpoint.build(cfg, splits.x_shape).to(device)
     vae.load_state_dict(state["model"])
     check_data(vae, splits)
-    optim = make_optimizer(cfg)
-    set_optimizer_state(optim, vae, state["optim"])
+    steps = stepper(cfg, vae)
+    steps.load_state_dict(state["optim"])
     generator = torch.Generator(device=device)
     checkpoint.set_rng_state(state["rng"], generator)
-    return Run(cfg, run_dir, splits, vae, optim, generator, state["epoch"], state["step"],
+    return Run(cfg, run_dir, splits, vae, steps, generator, state["epoch"], state["step"],
                list(state["metrics"]), state["best_valid"])
 
 
-def train_epoch(run: Run, svi: SVI) -> dict:
+def stepper(cfg: Config, vae: VAE) -> SVIStepper | TorchStepper:
+    t = cfg.train
+    return make_stepper(t.engine, vae, t.loss, t.num_particles, t.lr, t.clip_norm)
+
+
+def train_epoch(run: Run) -> dict:
     """One pass over the shuffled training set; returns the epoch's row of metrics."""
     cfg, vae, n = run.cfg, run.vae, run.splits.train.shape[0]
     steps = math.ceil(n / cfg.train.batch_size)
@@ -202,7 +184,7 @@ def train_epoch(run: Run, svi: SVI) -> dict:
     try:
         for i, batch in enumerate(run.splits.train_batches(cfg.train.batch_size, run.generator)):
             vae.beta = run.beta(steps)
-            loss = svi.step(batch, num_data=n)
+            loss = run.stepper.step(batch, n)
             if not math.isfinite(loss):
                 raise PyrovaeError(
                     f"training diverged at epoch {run.epoch + 1}, step {i + 1} (loss {loss}): "
@@ -243,15 +225,13 @@ def write_metrics(run: Run) -> None:
 def train(run: Run, log=print) -> Run:
     """Train ``run`` to ``train.epochs``, checkpointing after every epoch."""
     cfg = run.cfg
-    loss = objectives.svi_loss(cfg.train.loss, run.vae, cfg.train.num_particles)
-    svi = SVI(run.vae.model, run.vae.guide, run.optim, loss)
     while run.epoch < cfg.train.epochs:
         row = {"epoch": run.epoch + 1, "lr": run.lr}
-        row.update(train_epoch(run, svi))
+        row.update(train_epoch(run))
         row.update(evaluate_epoch(run))
         run.epoch += 1
         run.metrics.append(row)
-        _set_lr(run.optim, run.lr)  # the next epoch's rate, saved with the optimizer state
+        run.stepper.set_lr(run.lr)  # the next epoch's rate, saved with the optimizer state
         if row["valid_elbo"] > run.best_valid:
             run.best_valid = row["valid_elbo"]
             run.save_best()

@@ -17,6 +17,7 @@ import pyrovae
 from pyrovae import fit
 from pyrovae.config import CONFIG_DIR, load_config
 from pyrovae.errors import PyrovaeError
+from pyrovae.optim import SVIStepper
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["data.limit=2000", "model.z_dim=8", "model.hidden=[256]", "train.progress=false"]
@@ -120,13 +121,13 @@ def test_ctrl_c_leaves_a_usable_checkpoint(mirror, data_root, tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(mirror, data_root, tmp_path,
                                                            monkeypatch):
     calls = {"n": 0}
-    real_step = fit.SVI.step
+    real_step = SVIStepper.step
 
     def step(self, *args, **kwargs):
         calls["n"] += 1
         return float("nan") if calls["n"] == 20 else real_step(self, *args, **kwargs)
 
-    monkeypatch.setattr(fit.SVI, "step", step)
+    monkeypatch.setattr(SVIStepper, "step", step)
     with pytest.raises(PyrovaeError, match="diverged at epoch 2") as err:
         _fit([*SMALL, "train.epochs=3", f"data.root={data_root}"], tmp_path)
     assert "kept" in str(err.value) and "\n" not in str(err.value)
@@ -176,3 +177,15 @@ def test_cli_errors_are_one_line(args, words, mirror, data_root, tmp_path, capsy
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and words in err
+
+
+@pytest.mark.parametrize("engine", ["svi", "torch"])
+def test_resume_is_exact_under_both_engines(engine, mirror, data_root, tmp_path):
+    base = [*SMALL, "data.limit=600", f"data.root={data_root}", f"train.engine={engine}",
+            "train.clip_norm=5", "train.lr_decay=0.9", "train.warmup_epochs=1.5"]
+    straight = _fit([*base, "train.epochs=3"], tmp_path, "straight")
+    split = _fit([*base, "train.epochs=1"], tmp_path, "split")
+    fit.fit(resume_dir=split, overrides=["train.epochs=3"], log=lambda *a: None)
+    assert _numbers(split) == _numbers(straight)
+    assert [float(r["beta"]) for r in _metrics(split)][-1] == 1.0
+    assert float(_metrics(split)[-1]["lr"]) == pytest.approx(1e-3 * 0.9**2)
