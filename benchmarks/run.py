@@ -1,0 +1,239 @@
+"""Benchmarks: pyrovae's Pyro training against the classic hand-written PyTorch VAE, side by side.
+
+    PYROVAE_DATA_MIRROR=../shared/data python benchmarks/run.py            # CPU (+ CUDA if any)
+    PYROVAE_DATA_MIRROR=../shared/data python benchmarks/run.py --quick    # fewer repeats
+    python benchmarks/run.py --json benchmarks/results/cpu.json
+
+a. one training step, same networks and batch: pyrovae (engines ``svi``, ``torch``, and the
+   candidate ``jit`` = SVI with ``JitTrace_ELBO``) against the hand-written step (BCE + analytic
+   KL), at batch 128 and 1024, on every device;
+b. one MNIST epoch of ``configs/mnist_fc400_z20.yaml``: the ``pyrovae.fit`` loop (device tensors,
+   binarization on the device) against the classic ``DataLoader`` + ``ToTensor`` loop;
+c. peak memory of each step variant (CPU: peak RSS of a fresh process; CUDA: peak allocated).
+
+Timings are medians over repeats after a warm-up, with the variants interleaved within each
+repeat so that load on the machine hits all of them alike; ratios are pyrovae / classic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import pyro  # noqa: E402
+from classic import ClassicStepper, ClassicVAE, classic_epoch, classic_loader  # noqa: E402
+from pyro.infer import SVI, JitTrace_ELBO  # noqa: E402
+
+from pyrovae import VAE  # noqa: E402
+from pyrovae.config import CONFIG_DIR, load_config  # noqa: E402
+from pyrovae.optim import make_stepper  # noqa: E402
+
+CONFIG = CONFIG_DIR / "mnist_fc400_z20.yaml"
+STEP_VARIANTS = ("classic", "svi", "torch", "jit")
+
+
+class JitStepper:
+    """Candidate: SVI with ``JitTrace_ELBO`` (the loss traced once into a TorchScript graph)."""
+
+    def __init__(self, vae: VAE, lr: float = 1e-3) -> None:
+        self.svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": lr}),
+                       JitTrace_ELBO(ignore_jit_warnings=True))
+
+    def step(self, x: torch.Tensor, num_data: int) -> float:
+        return self.svi.step(x, num_data=num_data)
+
+
+def _architecture() -> tuple[list[int], int]:
+    cfg = load_config(CONFIG)
+    return list(cfg.model.hidden), cfg.model.z_dim
+
+
+def make_variant(name: str, device: torch.device):
+    """A stepper of the benchmark's architecture (784-400-20) on ``device``."""
+    hidden, z_dim = _architecture()
+    if name == "classic":
+        return ClassicStepper(ClassicVAE(784, hidden, z_dim).to(device))
+    vae = VAE(x_shape=(1, 28, 28), z_dim=z_dim, hidden=hidden).to(device)
+    vae.validate_inputs = False  # as in pyrovae.fit: the data is checked once, up front
+    if name == "jit":
+        return JitStepper(vae)
+    return make_stepper(name, vae, "trace")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_steps(device: torch.device, batch: int, repeats: int, steps: int,
+                variants=STEP_VARIANTS) -> dict:
+    """Median seconds per step of each variant (interleaved repeats)."""
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.rand(batch, 1, 28, 28, device=device) * 0.3)
+    made = {v: make_variant(v, device) for v in variants}
+    for s in made.values():  # warm-up (and the JIT's tracing)
+        for _ in range(10):
+            s.step(x, 60000)
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(repeats):
+        for v, s in made.items():
+            _sync(device)
+            began = time.perf_counter()
+            for _ in range(steps):
+                s.step(x, 60000)
+            _sync(device)
+            times[v].append((time.perf_counter() - began) / steps)
+    return {v: statistics.median(t) for v, t in times.items()}
+
+
+def bench_epoch(device: torch.device, repeats: int, engines=("svi", "torch")) -> dict:
+    """Median seconds per MNIST epoch: pyrovae.fit's loop per engine, and the classic loop."""
+    from pyrovae import fit
+
+    out: dict[str, list[float]] = {e: [] for e in (*engines, "classic")}
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {}
+        for engine in engines:
+            cfg = load_config(CONFIG, [f"train.engine={engine}", "train.progress=false",
+                                       f"train.device={device}", f"run_dir={tmp}/{engine}"])
+            runs[engine] = fit.start(cfg)
+        root = str(fit.resolve_path(cfg.data.root) or _default_root())
+        hidden, z_dim = _architecture()
+        classic = ClassicStepper(ClassicVAE(784, hidden, z_dim).to(device))
+        loader = classic_loader(root, cfg.train.batch_size, runs[engines[0]].splits.train.shape[0])
+        classic_epoch(classic, loader, device)  # warm-up
+        for run in runs.values():
+            fit.train_epoch(run)
+        for _ in range(repeats):
+            for engine, run in runs.items():
+                _sync(device)
+                out[engine].append(fit.train_epoch(run)["seconds"])
+            _sync(device)
+            began = time.perf_counter()
+            classic_epoch(classic, loader, device)
+            _sync(device)
+            out["classic"].append(time.perf_counter() - began)
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+def _default_root() -> Path:
+    from pyrovae.data import default_root
+
+    return default_root()
+
+
+def peak_memory(variant: str, device: str, batch: int) -> float:
+    """Peak memory (MiB) that 20 steps of ``variant`` add, in a fresh process: on the CPU the
+    rise of the peak resident set over the process's peak after imports and data; on CUDA the
+    peak allocated."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-worker", variant,
+           "--device", device, "--batch", str(batch)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def _memory_worker(variant: str, device: str, batch: int) -> None:
+    dev = torch.device(device)
+    x = torch.bernoulli(torch.rand(batch, 1, 28, 28, device=dev) * 0.3)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    s = make_variant(variant, dev)
+    for _ in range(20):
+        s.step(x, 60000)
+    if dev.type == "cuda":
+        print(torch.cuda.max_memory_allocated(dev) / 2**20)
+    else:
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before)
+
+
+def _devices() -> list[torch.device]:
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    return devices
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def run(quick: bool = False) -> dict:
+    repeats, steps = (3, 20) if quick else (7, 50)
+    results: dict = {"torch": torch.__version__, "pyro": pyro.__version__, "devices": {}}
+    for device in _devices():
+        entry: dict = {"hardware": _hardware(device), "steps": {}, "memory_mib": {}}
+        for batch in (128, 1024):
+            t = bench_steps(device, batch, repeats, steps if batch == 128 else steps // 5)
+            entry["steps"][batch] = {"seconds": t,
+                                     "ratio": {v: t[v] / t["classic"] for v in t}}
+            entry["memory_mib"][batch] = {v: peak_memory(v, str(device), batch)
+                                          for v in STEP_VARIANTS}
+        e = bench_epoch(device, 2 if quick else 5)
+        entry["epoch"] = {"seconds": e, "speedup": {k: e["classic"] / e[k] for k in e}}
+        results["devices"][str(device)] = entry
+    return results
+
+
+def table(results: dict) -> str:
+    lines = []
+    for device, entry in results["devices"].items():
+        lines.append(f"\n{device} ({entry['hardware']}); torch {results['torch']}, "
+                     f"pyro {results['pyro']}")
+        lines.append("| measurement | " + " | ".join(STEP_VARIANTS) + " |")
+        lines.append("|---" * (len(STEP_VARIANTS) + 1) + "|")
+        for batch, s in entry["steps"].items():
+            ms = " | ".join(f"{s['seconds'][v] * 1e3:.2f} ms ({s['ratio'][v]:.2f}x)"
+                            for v in STEP_VARIANTS)
+            lines.append(f"| step, batch {batch} (ratio to classic) | {ms} |")
+            mem = " | ".join(f"{entry['memory_mib'][batch][v]:.0f} MiB" for v in STEP_VARIANTS)
+            lines.append(f"| peak memory, batch {batch} | {mem} |")
+        e = entry["epoch"]
+        lines.append("")
+        lines.append("| MNIST epoch (mnist_fc400_z20) | seconds | speed-up over classic |")
+        lines.append("|---|---|---|")
+        for k in e["seconds"]:
+            lines.append(f"| {k} | {e['seconds'][k]:.2f} | {e['speedup'][k]:.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=128, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    if args.memory_worker:
+        _memory_worker(args.memory_worker, args.device, args.batch)
+        return 0
+    results = run(args.quick)
+    print(table(results))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
