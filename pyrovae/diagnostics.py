@@ -99,8 +99,9 @@ def frozen(vae: VAE) -> Iterator[VAE]:
 
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
-    """One intra-op thread (restored after): NUTS on one example runs thousands of tiny tensor
-    operations, for which thread start-up and contention cost more than they save."""
+    """One intra-op thread (restored after), for the loops of many small tensor operations (NUTS,
+    the local optimization of q): on a busy CPU, waiting for the other threads of each small
+    operation costs far more than they save (ten times more on 2 shared cores)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -191,7 +192,8 @@ def psis(log_weights: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray
     ``arviz.psislw``, which fits every example, sample axis last) and the PSIS estimate of
     log p(x): log (1/K) sum_k w~_k with the tail weights w~ replaced by the fitted Pareto's
     quantiles and truncated at the largest raw weight (Vehtari et al. 2024, Sec. 3). k-hat is
-    ``inf`` where the tail could not be fitted. Both have shape ``(B,)``.
+    ``inf`` where the tail could not be fitted, ``-inf`` where all K weights are equal (q is
+    the posterior). Both have shape ``(B,)``.
     """
     lw = np.asarray(torch.as_tensor(log_weights).detach().cpu().double(), dtype=np.float64)
     if lw.ndim != 2:
@@ -206,7 +208,10 @@ def psis(log_weights: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray
     smoothed = np.asarray(smoothed, dtype=np.float64)
     top = smoothed.max(axis=-1, keepdims=True)
     log_mean = np.log(np.exp(smoothed - top).sum(axis=-1)) + top[:, 0] - math.log(k)
-    return np.asarray(khat, dtype=np.float64).reshape(-1), log_mean
+    khat = np.asarray(khat, dtype=np.float64).reshape(-1)
+    # equal weights (q proportional to p(z|x)) have no tail to fit: the best case, not inf
+    khat[np.ptp(lw, axis=0) == 0] = -math.inf
+    return khat, log_mean
 
 
 def pareto_k_summary(khat: np.ndarray, threshold: float = PARETO_K_THRESHOLD) -> dict:
@@ -275,19 +280,43 @@ def importance_sampling(
 # ---- a NUTS reference posterior ---------------------------------------------------------------
 
 
+def _hmc_prior(prior: dist.Distribution) -> tuple[dist.Distribution, Callable | None]:
+    """The distribution for the ``z`` site that HMC can work with, and the log-density
+    correction to add with ``pyro.factor`` (None when the prior itself will do).
+
+    HMC moves in an unconstrained space, found through ``transform_to(prior.support)``; the
+    mixture priors (``mog``, ``vamp``) have a support torch cannot transform, so z is drawn
+    from N(0, I) and the factor log p(z) - log N(z; 0, I) turns that back into the prior.
+    """
+    try:
+        torch.distributions.transform_to(prior.support)
+        return prior, None
+    except NotImplementedError:
+        zeros = torch.zeros(prior.event_shape, dtype=prior.mean.dtype, device=prior.mean.device)
+        base = dist.Normal(zeros, torch.ones_like(zeros)).to_event(1)
+        return base, lambda z: prior.log_prob(z) - base.log_prob(z)
+
+
 def posterior_model(vae: VAE, x: torch.Tensor) -> Callable[[], torch.Tensor]:
-    """A Pyro model of p(z, x) for one example ``x`` (shape ``x_shape``) with the trained prior
-    and decoder: ``z ~ p(z)``, ``x ~ p(x|z)`` observed. NUTS on it samples p(z|x). Call it inside
-    :func:`frozen` so that only ``z`` carries gradients."""
-    if tuple(x.shape) != vae.x_shape:
-        raise PyrovaeError(f"posterior_model takes one example of shape {vae.x_shape}, got "
-                           f"{tuple(x.shape)}: index the batch, e.g. x[0]")
+    """A Pyro model of p(z, x) for a few examples ``x`` (shape ``(n, *x_shape)``) with the
+    trained prior and decoder: in a plate over the examples, ``z ~ p(z)`` and ``x ~ p(x|z)``
+    observed (for a mixture prior, z ~ N(0, I) plus a ``pyro.factor`` that makes it p(z)). Its
+    posterior is the product of the examples' p(z|x), which NUTS samples jointly. Call it
+    inside :func:`frozen` so that only ``z`` carries gradients."""
+    if x.dim() != len(vae.x_shape) + 1 or tuple(x.shape[1:]) != vae.x_shape:
+        raise PyrovaeError(
+            f"posterior_model takes examples of shape (n, {vae.x_shape}), got {tuple(x.shape)}"
+        )
     with torch.no_grad():
-        prior = vae.prior()  # evaluated once: a VampPrior runs its encoder on the pseudo-inputs
+        # evaluated once: a VampPrior runs its encoder on the pseudo-inputs
+        z_dist, correction = _hmc_prior(vae.prior())
 
     def model() -> torch.Tensor:
-        z = pyro.sample("z", prior)
-        pyro.sample("x", vae.decode(z), obs=x)
+        with pyro.plate("examples", x.shape[0]):
+            z = pyro.sample("z", z_dist)
+            if correction is not None:
+                pyro.factor("prior", correction(z))
+            pyro.sample("x", vae.decode(z), obs=x)
         return z
 
     return model
@@ -302,32 +331,47 @@ def nuts_posterior(
     seed: int = 0,
     init_scale: float = 2.0,
 ) -> az.InferenceData:
-    """NUTS (``pyro.infer.MCMC(NUTS(...))``) on p(z|x) for one example, as ArviZ InferenceData
-    with ``num_chains`` chains of ``num_samples`` draws of ``z`` (dim ``latent``).
+    """NUTS (``pyro.infer.MCMC(NUTS(...))``; Hoffman & Gelman 2014) on p(z|x) for each example of
+    ``x`` (shape ``(n, *x_shape)``, or one example of shape ``x_shape``), as ArviZ InferenceData:
+    ``z`` with dims ``(chain, draw, example, latent)``.
 
-    The chains run one after the other (one process, one thread; Pyro would fork a process per
-    chain) from overdispersed starts z_0 = mu(x) + init_scale * sigma(x) * eps, each converted
-    with ``arviz.from_pyro`` and joined along ``chain``, so that r-hat compares independent
-    chains (Gelman & Rubin 1992; Vehtari et al. 2021).
+    Each chain is its own MCMC run (its own seed, step size and mass matrix) from overdispersed
+    starts z_0 = mu(x) + init_scale * sigma(x) * eps, converted with ``arviz.from_pyro`` and
+    joined along ``chain``, so that r-hat compares independent chains (Vehtari et al. 2021).
+    The chains run one after the other in this process (Pyro would fork one per chain), on one
+    thread; the examples of a chain share one run (their posteriors are independent factors of
+    the joint), which saves Pyro's per-step overhead.
     """
-    for value, name in ((num_warmup, "num_warmup"), (num_samples, "num_samples"),
-                        (num_chains, "num_chains")):
-        _positive_int(value, name)
-    dims = {"z": ["latent"]}
-    coords = {"latent": np.arange(vae.z_dim)}
+    _positive_int(num_samples, "num_samples")
+    _positive_int(num_chains, "num_chains")
+    if isinstance(num_warmup, bool) or not isinstance(num_warmup, int) or num_warmup < 0:
+        raise PyrovaeError(f"num_warmup must be a non-negative integer, got {num_warmup!r}")
+    if tuple(x.shape) == vae.x_shape:
+        x = x.unsqueeze(0)
+    dims = {"z": ["example", "latent"]}
+    coords = {"example": np.arange(x.shape[0]), "latent": np.arange(vae.z_dim)}
     chains = []
     with frozen(vae), single_thread():
         model = posterior_model(vae, x)
         with torch.no_grad():
-            loc, scale = vae.encoder(x.unsqueeze(0))
+            loc, scale = vae.encoder(x)
         for chain in range(num_chains):
             pyro.set_rng_seed(seed + chain)
-            start = loc[0] + init_scale * scale[0] * torch.randn_like(loc[0])
-            mcmc = MCMC(NUTS(model), num_samples=num_samples, warmup_steps=num_warmup,
-                        initial_params={"z": start}, disable_progbar=True)
+            start = loc + init_scale * scale * torch.randn_like(loc)
+            mcmc = MCMC(
+                NUTS(model),
+                num_samples=num_samples,
+                warmup_steps=num_warmup,
+                initial_params={"z": start},
+                disable_progbar=True,
+            )
             mcmc.run()
             chains.append(az.from_pyro(mcmc, log_likelihood=False, coords=coords, dims=dims))
     return chains[0] if num_chains == 1 else az.concat(*chains, dim="chain")
+
+
+def _values(dataset, n: int, z_dim: int) -> np.ndarray:
+    return np.asarray(dataset["z"].values, dtype=np.float64).reshape(n, z_dim)
 
 
 def posterior_comparison(
@@ -335,72 +379,83 @@ def posterior_comparison(
     q_loc: torch.Tensor | np.ndarray,
     q_scale: torch.Tensor | np.ndarray,
     rhat_threshold: float = RHAT_THRESHOLD,
-    label: str = "",
-) -> dict:
-    """NUTS's posterior means and standard deviations of ``z`` beside q(z|x)'s, per latent
-    dim, with the sampler checks: rank-normalized split r-hat, bulk and tail ESS and the Monte
-    Carlo standard errors of the mean and sd (``arviz.rhat``/``ess``/``mcse``; Vehtari et al.
-    2021) and the divergences.
+    labels: list[str] | None = None,
+) -> list[dict]:
+    """Per example of a :func:`nuts_posterior`: NUTS's posterior means and standard deviations
+    of ``z`` beside q(z|x)'s (``q_loc``, ``q_scale`` of shape ``(n, z_dim)``), per latent dim,
+    with the sampler checks: rank-normalized split r-hat, bulk and tail ESS, the Monte Carlo
+    standard errors of the mean and sd (``arviz.rhat``/``ess``/``mcse``; Vehtari et al. 2021)
+    and the divergent transitions (counted over all examples: they share trajectories).
 
     ``rhat_flag`` is set (with a ``warnings.warn``) when some r-hat exceeds ``rhat_threshold``,
     ``ess_flag`` when some bulk ESS is below 100 per chain: the reference is then unreliable.
-    ``mean_z`` = (q mean - NUTS mean) / NUTS sd, ``std_ratio`` = q sd / NUTS sd.
+    ``mean_z`` = (q mean - NUTS mean) / NUTS sd and ``std_ratio`` = q sd / NUTS sd.
     """
     post = idata.posterior["z"]
+    n, z_dim = int(post.sizes["example"]), int(post.sizes["latent"])
     num_chains = int(post.sizes["chain"])
-
-    def stat(ds) -> list[float]:
-        return [float(v) for v in np.asarray(ds["z"].values).ravel()]
-
-    mean = post.mean(("chain", "draw")).values
-    std = post.std(("chain", "draw"), ddof=1).values
-    q_mean = np.asarray(torch.as_tensor(q_loc).detach().cpu().double()).ravel()
-    q_std = np.asarray(torch.as_tensor(q_scale).detach().cpu().double()).ravel()
-    r_hat = stat(az.rhat(idata, var_names=["z"]))
-    ess_bulk = stat(az.ess(idata, var_names=["z"], method="bulk"))
-    diverging = idata.sample_stats["diverging"].values if "sample_stats" in idata else None
-    result = {
-        "nuts_mean": mean.tolist(),
-        "nuts_std": std.tolist(),
-        "q_mean": q_mean.tolist(),
-        "q_std": q_std.tolist(),
-        "mean_z": ((q_mean - mean) / std).tolist(),
-        "std_ratio": (q_std / std).tolist(),
-        "mcse_mean": stat(az.mcse(idata, var_names=["z"], method="mean")),
-        "mcse_sd": stat(az.mcse(idata, var_names=["z"], method="sd")),
-        "r_hat": r_hat,
-        "ess_bulk": ess_bulk,
-        "ess_tail": stat(az.ess(idata, var_names=["z"], method="tail")),
-        "max_r_hat": max(r_hat),
-        "min_ess_bulk": min(ess_bulk),
-        "num_chains": num_chains,
-        "num_draws": int(post.sizes["draw"]),
-        "divergences": int(np.sum(diverging)) if diverging is not None else 0,
+    q_mean = np.asarray(torch.as_tensor(q_loc).detach().cpu().double()).reshape(n, z_dim)
+    q_std = np.asarray(torch.as_tensor(q_scale).detach().cpu().double()).reshape(n, z_dim)
+    mean = post.mean(("chain", "draw")).values.astype(np.float64)
+    std = post.std(("chain", "draw"), ddof=1).values.astype(np.float64)
+    stats = {
+        "mcse_mean": _values(az.mcse(idata, var_names=["z"], method="mean"), n, z_dim),
+        "mcse_sd": _values(az.mcse(idata, var_names=["z"], method="sd"), n, z_dim),
+        "r_hat": _values(az.rhat(idata, var_names=["z"]), n, z_dim),
+        "ess_bulk": _values(az.ess(idata, var_names=["z"], method="bulk"), n, z_dim),
+        "ess_tail": _values(az.ess(idata, var_names=["z"], method="tail"), n, z_dim),
     }
-    result["rhat_flag"] = bool(not result["max_r_hat"] <= rhat_threshold)
-    result["ess_flag"] = bool(result["min_ess_bulk"] < ESS_PER_CHAIN * num_chains)
-    where = f" for {label}" if label else ""
-    if result["rhat_flag"]:
+    diverging = (
+        int(np.sum(idata.sample_stats["diverging"].values)) if "sample_stats" in idata else 0
+    )
+    rows = []
+    for i in range(n):
+        row = {
+            "nuts_mean": mean[i].tolist(),
+            "nuts_std": std[i].tolist(),
+            "q_mean": q_mean[i].tolist(),
+            "q_std": q_std[i].tolist(),
+            "mean_z": ((q_mean[i] - mean[i]) / std[i]).tolist(),
+            "std_ratio": (q_std[i] / std[i]).tolist(),
+            **{key: value[i].tolist() for key, value in stats.items()},
+            "num_chains": num_chains,
+            "num_draws": int(post.sizes["draw"]),
+            "divergences": diverging,
+        }
+        row["max_r_hat"] = float(np.max(stats["r_hat"][i]))
+        row["min_ess_bulk"] = float(np.min(stats["ess_bulk"][i]))
+        row["rhat_flag"] = bool(not row["max_r_hat"] <= rhat_threshold)
+        row["ess_flag"] = bool(row["min_ess_bulk"] < ESS_PER_CHAIN * num_chains)
+        _warn(row, rhat_threshold, labels[i] if labels else f"example {i}")
+        rows.append(row)
+    return rows
+
+
+def _warn(row: dict, rhat_threshold: float, label: str) -> None:
+    if row["rhat_flag"]:
         warnings.warn(
-            f"NUTS r-hat {result['max_r_hat']:.3f} > {rhat_threshold}{where}: the chains have "
-            "not mixed, so the reference posterior is unreliable; run more warmup and draws",
-            stacklevel=2,
+            f"NUTS r-hat {row['max_r_hat']:.3f} > {rhat_threshold} for {label}: the chains "
+            "have not mixed, so the reference posterior is unreliable; run more warmup and draws",
+            stacklevel=3,
         )
-    if result["ess_flag"]:
+    if row["ess_flag"]:
         warnings.warn(
-            f"NUTS bulk ESS {result['min_ess_bulk']:.0f} < {ESS_PER_CHAIN} per chain{where}: "
+            f"NUTS bulk ESS {row['min_ess_bulk']:.0f} < {ESS_PER_CHAIN} per chain for {label}: "
             "the posterior means and sds are noisy; run more draws",
-            stacklevel=2,
+            stacklevel=3,
         )
-    return result
 
 
 # ---- the amortization gap --------------------------------------------------------------------
 
 
 def _gaussian_elbo(
-    vae: VAE, x: torch.Tensor, prior: dist.Distribution, loc: torch.Tensor,
-    scale: torch.Tensor, eps: torch.Tensor,
+    vae: VAE,
+    x: torch.Tensor,
+    prior: dist.Distribution,
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    eps: torch.Tensor,
 ) -> torch.Tensor:
     """Per example: mean_k [log p(x|z_k) + log p(z_k)] + H[q], z_k = loc + scale * eps_k, for
     q = N(loc, diag(scale^2)) (reparameterized, entropy in closed form). Shape ``(B,)``."""
@@ -412,8 +467,13 @@ def _gaussian_elbo(
 
 @torch.no_grad()
 def gaussian_elbo(
-    vae: VAE, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, num_particles: int = 1000,
-    seed: int = 0, chunk_size: int | None = None,
+    vae: VAE,
+    x: torch.Tensor,
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    num_particles: int = 1000,
+    seed: int = 0,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """The ELBO per example (float64) of a free diagonal Gaussian q = N(loc, diag(scale^2)),
     estimated with ``num_particles`` reparameterized draws from a generator seeded with
@@ -431,11 +491,18 @@ def gaussian_elbo(
 
 
 def optimize_gaussian(
-    vae: VAE, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, steps: int = 300,
-    num_particles: int = 10, lr: float = 5e-2, final_lr: float = 0.1,
+    vae: VAE,
+    x: torch.Tensor,
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    steps: int = 300,
+    num_particles: int = 10,
+    lr: float = 5e-2,
+    final_lr: float = 0.02,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per example, the diagonal Gaussian (loc, log scale) that maximizes that example's ELBO,
-    by ``steps`` Adam steps on a ``num_particles``-sample reparameterized estimate, started from
+    by ``steps`` Adam steps (step size decaying geometrically from ``lr`` to ``lr * final_lr``)
+    on a ``num_particles``-sample reparameterized estimate, started from
     ``(loc, scale)`` (the encoder's output): the locally optimal q* of Cremer et al. (2018),
     Sec. 3. All examples are optimized at once; their ELBOs are separate terms of one sum, so
     each example's parameters see only their own gradient."""
@@ -446,7 +513,7 @@ def optimize_gaussian(
     optim = torch.optim.Adam([loc, log_scale], lr=lr)
     # the step size decays geometrically to lr * final_lr over the run
     decay = torch.optim.lr_scheduler.ExponentialLR(optim, gamma=final_lr ** (1.0 / steps))
-    with frozen(vae):
+    with frozen(vae), single_thread():
         with torch.no_grad():
             prior = vae.prior()
         for _ in range(steps):
@@ -465,7 +532,7 @@ def inference_gaps(
     log_likelihood: torch.Tensor,
     steps: int = 300,
     num_particles: int = 10,
-    lr: float = 1e-2,
+    lr: float = 5e-2,
     eval_particles: int = 1000,
     seed: int = 0,
 ) -> dict[str, torch.Tensor]:
@@ -505,7 +572,8 @@ def active_units(
     (the variance over examples of the encoder's mean; Burda et al. 2015, Sec. 5.2): a unit is
     active when A_u > ``threshold``. Returns ``(count, A)`` with A of shape ``(z_dim,)``."""
     batch_size = _positive_int(batch_size, "batch_size")
-    means = torch.cat([vae.encoder(x[i : i + batch_size])[0].double()
-                       for i in range(0, x.shape[0], batch_size)])
+    means = torch.cat(
+        [vae.encoder(x[i : i + batch_size])[0].double() for i in range(0, x.shape[0], batch_size)]
+    )
     activity = means.var(dim=0, correction=0)
     return int((activity > threshold).sum()), activity

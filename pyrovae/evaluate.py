@@ -31,9 +31,9 @@ from tqdm.auto import tqdm
 
 from pyrovae import checkpoint, diagnostics, objectives
 from pyrovae.errors import PyrovaeError
+from pyrovae.files import atomic_write
 from pyrovae.fit import load_splits, resolve_device
 from pyrovae.model import VAE
-from pyrovae.files import atomic_write
 
 RESULTS = "evaluation.json"
 POSTERIOR_FIGURE = "posterior.png"
@@ -52,7 +52,7 @@ class Options:
     nuts_warmup: int = 300
     nuts_samples: int = 300  # draws per chain after warmup
     nuts_chains: int = 2
-    gap_examples: int = 100  # examples for the amortization gap (0: none)
+    gap_examples: int = 50  # examples for the amortization gap (0: none)
     gap_steps: int = 300  # Adam steps of the local optimization of q
     elbo_particles: int = 10  # particles per example for the two ELBO estimates
     gap_eval_particles: int = 1000  # particles per example for the gaps' final ELBOs
@@ -63,13 +63,19 @@ class Options:
 
     def check(self) -> Options:
         """Refuse a bad option with a one-line error naming the command-line flag."""
-        minimum = {"iwae_samples": ("--iwae-samples", 1), "limit": ("--limit", 1),
-                   "nuts_examples": ("--nuts", 0), "nuts_warmup": ("--nuts-warmup", 0),
-                   "nuts_samples": ("--nuts-samples", 4), "nuts_chains": ("--nuts-chains", 1),
-                   "gap_examples": ("--gap-examples", 0), "gap_steps": ("--gap-steps", 1),
-                   "elbo_particles": ("elbo_particles", 1),
-                   "gap_eval_particles": ("gap_eval_particles", 1),
-                   "batch_size": ("--batch-size", 1)}
+        minimum = {
+            "iwae_samples": ("--iwae-samples", 1),
+            "limit": ("--limit", 1),
+            "nuts_examples": ("--nuts", 0),
+            "nuts_warmup": ("--nuts-warmup", 0),
+            "nuts_samples": ("--nuts-samples", 4),
+            "nuts_chains": ("--nuts-chains", 1),
+            "gap_examples": ("--gap-examples", 0),
+            "gap_steps": ("--gap-steps", 1),
+            "elbo_particles": ("elbo_particles", 1),
+            "gap_eval_particles": ("gap_eval_particles", 1),
+            "batch_size": ("--batch-size", 1),
+        }
         for name, (flag, low) in minimum.items():
             value = getattr(self, name)
             if name == "limit" and value is None:
@@ -96,12 +102,16 @@ def bounds(vae: VAE, x: torch.Tensor, opts: Options) -> tuple[dict, dict]:
     elbo = objectives.dataset_elbo(vae, x, num_particles=opts.elbo_particles)
     result.update(elbo=elbo["elbo"], elbo_recon=elbo["recon"], elbo_kl=elbo["kl"])
     result["elbo_kl_closed_form"] = bool(vae.prior_net.closed_form_kl)
-    sampled = torch.cat([diagnostics.sampled_elbo(vae, x[i : i + opts.batch_size],
-                                                  opts.elbo_particles)
-                         for i in range(0, x.shape[0], opts.batch_size)])
+    sampled = torch.cat(
+        [
+            diagnostics.sampled_elbo(vae, x[i : i + opts.batch_size], opts.elbo_particles)
+            for i in range(0, x.shape[0], opts.batch_size)
+        ]
+    )
     _stat(result, "elbo_sampled", sampled)
-    with tqdm(total=x.shape[0], desc=f"IWAE K={opts.iwae_samples}", leave=False,
-              disable=None, unit="ex") as bar:
+    with tqdm(
+        total=x.shape[0], desc=f"IWAE K={opts.iwae_samples}", leave=False, disable=None, unit="ex"
+    ) as bar:
         iw = diagnostics.importance_sampling(
             vae, x, opts.iwae_samples, opts.batch_size, progress=lambda n: bar.update(n - bar.n)
         )
@@ -111,13 +121,21 @@ def bounds(vae: VAE, x: torch.Tensor, opts: Options) -> tuple[dict, dict]:
         _stat(result, "psis_log_likelihood", iw.psis_log_likelihood)
         result.update(diagnostics.pareto_k_summary(iw.pareto_k))
         result["pareto_k_sample_threshold"] = diagnostics.pareto_k_sample_threshold(
-            opts.iwae_samples)
+            opts.iwae_samples
+        )
     else:
-        for key in ("psis_log_likelihood", "psis_log_likelihood_stderr", "pareto_k_mean",
-                    "pareto_k_quantiles", "pareto_k_max", "pareto_k_frac_bad"):
+        for key in (
+            "psis_log_likelihood",
+            "psis_log_likelihood_stderr",
+            "pareto_k_mean",
+            "pareto_k_quantiles",
+            "pareto_k_max",
+            "pareto_k_frac_bad",
+        ):
             result[key] = None
-        result["psis_note"] = (f"PSIS needs K >= {diagnostics.PSIS_MIN_SAMPLES} importance "
-                               "samples per example")
+        result["psis_note"] = (
+            f"PSIS needs K >= {diagnostics.PSIS_MIN_SAMPLES} importance samples per example"
+        )
     return result, {"log_likelihood": iw.log_likelihood, "pareto_k": iw.pareto_k}
 
 
@@ -127,8 +145,12 @@ def gaps(vae: VAE, x: torch.Tensor, log_likelihood: torch.Tensor, opts: Options)
     if n == 0:
         return {"gap_examples": 0}
     per = diagnostics.inference_gaps(
-        vae, x[:n], log_likelihood[:n], steps=opts.gap_steps,
-        eval_particles=opts.gap_eval_particles, seed=opts.seed,
+        vae,
+        x[:n],
+        log_likelihood[:n],
+        steps=opts.gap_steps,
+        eval_particles=opts.gap_eval_particles,
+        seed=opts.seed,
     )
     result: dict = {"gap_examples": n, "gap_steps": opts.gap_steps}
     _stat(result, "log_likelihood_gap_examples", log_likelihood[:n])
@@ -144,22 +166,24 @@ def nuts(vae: VAE, x: torch.Tensor, opts: Options) -> tuple[dict | None, list]:
         return None, []
     with torch.no_grad():
         loc, scale = vae.encoder(x[:n])
-    examples, draws = [], []
-    for i in range(n):
-        idata = diagnostics.nuts_posterior(
-            vae, x[i], opts.nuts_warmup, opts.nuts_samples, opts.nuts_chains,
-            seed=opts.seed + 1000 * i,
-        )
-        row = diagnostics.posterior_comparison(idata, loc[i], scale[i],
-                                               label=f"test example {i}")
-        examples.append({"index": i, **row})
-        draws.append(idata.posterior["z"].values.reshape(-1, vae.z_dim))
+    idata = diagnostics.nuts_posterior(
+        vae, x[:n], opts.nuts_warmup, opts.nuts_samples, opts.nuts_chains, seed=opts.seed
+    )
+    examples = diagnostics.posterior_comparison(
+        idata, loc, scale, labels=[f"test example {i}" for i in range(n)]
+    )
+    examples = [{"index": i, **row} for i, row in enumerate(examples)]
+    z = idata.posterior["z"].values  # (chain, draw, example, latent)
+    draws = [z[:, :, i, :].reshape(-1, vae.z_dim) for i in range(n)]
     summary = {
-        "num_examples": n, "num_chains": opts.nuts_chains, "num_warmup": opts.nuts_warmup,
-        "num_samples": opts.nuts_samples, "rhat_threshold": diagnostics.RHAT_THRESHOLD,
+        "num_examples": n,
+        "num_chains": opts.nuts_chains,
+        "num_warmup": opts.nuts_warmup,
+        "num_samples": opts.nuts_samples,
+        "rhat_threshold": diagnostics.RHAT_THRESHOLD,
         "max_r_hat": max(e["max_r_hat"] for e in examples),
         "min_ess_bulk": min(e["min_ess_bulk"] for e in examples),
-        "divergences": sum(e["divergences"] for e in examples),
+        "divergences": examples[0]["divergences"],
         "rhat_flag": any(e["rhat_flag"] for e in examples),
         "ess_flag": any(e["ess_flag"] for e in examples),
         "mean_abs_mean_z": float(np.mean([np.abs(e["mean_z"]).mean() for e in examples])),
@@ -169,39 +193,66 @@ def nuts(vae: VAE, x: torch.Tensor, opts: Options) -> tuple[dict | None, list]:
     return summary, draws
 
 
+class _Clock:
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self._last
+        self._last = now
+
+
 def evaluate(run_dir: str | Path, opts: Options | None = None) -> dict:
-    """Every diagnostic of a trained run on its test split; writes ``evaluation.json`` (and the
-    figures, unless ``opts.figures`` is False) into ``run_dir`` and returns the results."""
+    """Every diagnostic of a trained run (its best model; or the checkpoint file ``run_dir``
+    names) on its test split; writes ``evaluation.json`` (and the figures, unless
+    ``opts.figures`` is False) into the run folder and returns the results (nats per example)."""
     opts = (opts or Options()).check()
     began = time.perf_counter()
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise PyrovaeError(f"run folder {run_dir} does not exist: pass a folder written by "
-                           "python -m pyrovae.fit")
+    source = Path(run_dir)  # a run folder, or one of its checkpoint files
+    if not source.exists():
+        raise PyrovaeError(
+            f"run folder {source} does not exist: pass a folder written by python -m pyrovae.fit"
+        )
+    run_dir = source if source.is_dir() else source.parent
     device = resolve_device(opts.device)
-    vae = checkpoint.load(run_dir, device)
+    vae = checkpoint.load(source, device)
     splits = load_splits(vae.config, device)
     x = splits.test if opts.limit is None else splits.test[: opts.limit]
     vae.check(x)
     pyro.set_rng_seed(opts.seed)
     result: dict = {
-        "run_dir": str(run_dir), "dataset": splits.name, "num_examples": int(x.shape[0]),
-        "test_binarization": splits.test_binarization, "z_dim": vae.z_dim,
-        "likelihood": vae.config.model.likelihood, "prior": vae.config.model.prior,
-        "seed": opts.seed, "device": str(device), "unit": "nats per example",
+        "run_dir": str(run_dir),
+        "dataset": splits.name,
+        "num_examples": int(x.shape[0]),
+        "test_binarization": splits.test_binarization,
+        "z_dim": vae.z_dim,
+        "likelihood": vae.config.model.likelihood,
+        "prior": vae.config.model.prior,
+        "seed": opts.seed,
+        "device": str(device),
+        "unit": "nats per example",
     }
+    clock = _Clock()
     summary, per_example = bounds(vae, x, opts)
     result.update(summary)
     count, activity = diagnostics.active_units(vae, x)
-    result["active_units"] = count
-    result["active_unit_variances"] = activity.tolist()
-    result["active_threshold"] = diagnostics.ACTIVE_THRESHOLD
+    result.update(
+        active_units=count,
+        active_unit_variances=activity.tolist(),
+        active_threshold=diagnostics.ACTIVE_THRESHOLD,
+    )
+    clock.lap("bounds")
     result.update(gaps(vae, x, per_example["log_likelihood"], opts))
+    clock.lap("gaps")
     result["nuts"], draws = nuts(vae, x, opts)
+    clock.lap("nuts")
     result["figures"] = _figures(run_dir, result, per_example["pareto_k"], draws, activity, opts)
+    clock.lap("figures")
+    result["stage_seconds"] = clock.laps
     result["seconds"] = time.perf_counter() - began
-    checkpoint.atomic_write_text(json.dumps(_jsonable(result), indent=2) + "\n",
-                                 run_dir / RESULTS)
+    checkpoint.atomic_write_text(json.dumps(_jsonable(result), indent=2) + "\n", run_dir / RESULTS)
     return result
 
 
@@ -223,16 +274,19 @@ def plot_khat(khat: np.ndarray, path: Path, num_samples: int) -> Path:
     for value, style in ((0.5, ":"), (diagnostics.PARETO_K_THRESHOLD, "--")):
         ax.axvline(value, color="k", linestyle=style, label=f"k = {value}")
     bad = np.mean(k > diagnostics.PARETO_K_THRESHOLD)
-    ax.set_title(f"PSIS Pareto k-hat, {k.size} test examples, K = {num_samples}: "
-                 f"{100 * bad:.1f}% > 0.7", fontsize=9)
+    ax.set_title(
+        f"PSIS Pareto k-hat, {k.size} test examples, K = {num_samples}: {100 * bad:.1f}% > 0.7",
+        fontsize=9,
+    )
     ax.set_xlabel("k-hat")
     ax.set_ylabel("examples")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
-def plot_posteriors(draws: list[np.ndarray], nuts_rows: list[dict], dims: list[int],
-                    path: Path) -> Path:
+def plot_posteriors(
+    draws: list[np.ndarray], nuts_rows: list[dict], dims: list[int], path: Path
+) -> Path:
     """Per example (rows) and latent dim (columns): the NUTS marginal (histogram) against the
     amortized q(z|x) (curve)."""
     rows, cols = len(draws), len(dims)
@@ -241,8 +295,7 @@ def plot_posteriors(draws: list[np.ndarray], nuts_rows: list[dict], dims: list[i
     for r, (samples, row) in enumerate(zip(draws, nuts_rows)):
         for c, d in enumerate(dims):
             ax = axes[r][c]
-            ax.hist(samples[:, d], bins=30, density=True, color="tab:blue", alpha=0.5,
-                    label="NUTS")
+            ax.hist(samples[:, d], bins=30, density=True, color="tab:blue", alpha=0.5, label="NUTS")
             mu, sd = row["q_mean"][d], row["q_std"][d]
             lo = min(samples[:, d].min(), mu - 4 * sd)
             hi = max(samples[:, d].max(), mu + 4 * sd)
@@ -251,8 +304,7 @@ def plot_posteriors(draws: list[np.ndarray], nuts_rows: list[dict], dims: list[i
             ax.plot(grid, pdf, color="tab:red", label="q(z|x)")
             ax.set_yticks([])
             ax.tick_params(labelsize=7)
-            ax.set_title(f"example {row['index']}, z{d} (r-hat {row['r_hat'][d]:.3f})",
-                         fontsize=7)
+            ax.set_title(f"example {row['index']}, z{d} (r-hat {row['r_hat'][d]:.3f})", fontsize=7)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)
@@ -266,8 +318,11 @@ def _figures(run_dir: Path, result: dict, khat, draws, activity, opts: Options) 
         written.append(plot_khat(khat, run_dir / KHAT_FIGURE, opts.iwae_samples).name)
     if draws:
         dims = [int(d) for d in torch.argsort(activity, descending=True)[:FIGURE_DIMS]]
-        written.append(plot_posteriors(draws, result["nuts"]["examples"], dims,
-                                       run_dir / POSTERIOR_FIGURE).name)
+        written.append(
+            plot_posteriors(
+                draws, result["nuts"]["examples"], dims, run_dir / POSTERIOR_FIGURE
+            ).name
+        )
     return written
 
 
@@ -303,13 +358,12 @@ def format_table(r: dict) -> str:
         f"{r['likelihood']} likelihood, {r['prior']} prior, z_dim {r['z_dim']}",
         f"test set: {r['test_binarization']}",
         "",
-        f"{'nats per example (± std. error over examples)':<46}",
+        "nats per example (± std. error over examples)",
         f"  {'ELBO, closed-form KL' if r['elbo_kl_closed_form'] else 'ELBO, Monte Carlo KL':<40}"
         f"{_pm(r['elbo'], None)}   (recon {r['elbo_recon']:.2f}, KL {r['elbo_kl']:.2f})",
         f"  {'ELBO, sampled from model/guide traces':<40}"
         f"{_pm(r['elbo_sampled'], r['elbo_sampled_stderr'])}",
-        f"  {f'log p(x), IWAE, K = {k}':<40}"
-        f"{_pm(r['log_likelihood'], r['log_likelihood_stderr'])}",
+        f"  {f'log p(x), IWAE, K = {k}':<40}{_pm(r['log_likelihood'], r['log_likelihood_stderr'])}",
         f"  {f'log p(x), PSIS-smoothed, K = {k}':<40}"
         f"{_pm(r['psis_log_likelihood'], r.get('psis_log_likelihood_stderr'))}",
         "",
@@ -324,8 +378,10 @@ def format_table(r: dict) -> str:
         )
     else:
         lines.append(f"PSIS: skipped ({r.get('psis_note', '')})")
-    lines.append(f"active units: {r['active_units']} of {r['z_dim']} "
-                 f"(Cov_x E_q[z_u] > {r['active_threshold']})")
+    lines.append(
+        f"active units: {r['active_units']} of {r['z_dim']} "
+        f"(Cov_x E_q[z_u] > {r['active_threshold']})"
+    )
     if r.get("gap_examples"):
         lines += [
             "",
@@ -348,18 +404,23 @@ def format_table(r: dict) -> str:
 
 
 def _nuts_lines(n: dict) -> list[str]:
-    lines = [f"NUTS reference posterior ({n['num_chains']} chains x {n['num_samples']} draws "
-             f"after {n['num_warmup']} warmup) against q(z|x):"]
+    lines = [
+        f"NUTS reference posterior ({n['num_chains']} chains x {n['num_samples']} draws "
+        f"after {n['num_warmup']} warmup) against q(z|x):"
+    ]
     for e in n["examples"]:
-        flags = [f for f, on in (("R-HAT > 1.01", e["rhat_flag"]), ("LOW ESS", e["ess_flag"]))
-                 if on]
+        flags = [
+            f for f, on in (("R-HAT > 1.01", e["rhat_flag"]), ("LOW ESS", e["ess_flag"])) if on
+        ]
         lines.append(
             f"  test example {e['index']}: max r-hat {e['max_r_hat']:.3f}, min bulk ESS "
             f"{e['min_ess_bulk']:.0f}, {e['divergences']} divergences"
             + (f"  [{', '.join(flags)}]" if flags else "")
         )
-        lines.append(f"    {'dim':>4} {'NUTS mean':>10} {'NUTS sd':>8} {'q mean':>8} "
-                     f"{'q sd':>7} {'(q-NUTS)/sd':>12}")
+        lines.append(
+            f"    {'dim':>4} {'NUTS mean':>10} {'NUTS sd':>8} {'q mean':>8} "
+            f"{'q sd':>7} {'(q-NUTS)/sd':>12}"
+        )
         for d in range(len(e["nuts_mean"])):
             lines.append(
                 f"    {d:>4} {e['nuts_mean'][d]:>10.3f} {e['nuts_std'][d]:>8.3f} "
@@ -379,40 +440,101 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m pyrovae.evaluate", description=__doc__,
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(
+        prog="python -m pyrovae.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     d = Options()
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by pyrovae.fit")
-    p.add_argument("--iwae-samples", type=int, default=d.iwae_samples, metavar="K",
-                   help=f"importance samples per example (default {d.iwae_samples})")
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="evaluate the first N test examples (default: all)")
-    p.add_argument("--nuts", type=int, default=d.nuts_examples, metavar="N_EXAMPLES",
-                   help=f"examples with a NUTS reference posterior (default {d.nuts_examples}; "
-                        "0 skips)")
-    p.add_argument("--nuts-warmup", type=int, default=d.nuts_warmup, metavar="W")
-    p.add_argument("--nuts-samples", type=int, default=d.nuts_samples, metavar="S",
-                   help="NUTS draws per chain after warmup")
-    p.add_argument("--nuts-chains", type=int, default=d.nuts_chains, metavar="C")
-    p.add_argument("--gap-examples", type=int, default=d.gap_examples, metavar="N",
-                   help=f"examples for the amortization gap (default {d.gap_examples}; 0 skips)")
-    p.add_argument("--gap-steps", type=int, default=d.gap_steps, metavar="STEPS")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, metavar="B",
-                   help="examples per batch of importance sampling")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a run folder written by pyrovae.fit (or its .pt file)"
+    )
+    p.add_argument(
+        "--iwae-samples",
+        type=int,
+        default=d.iwae_samples,
+        metavar="K",
+        help=f"importance samples per example (default {d.iwae_samples})",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="evaluate the first N test examples (default: all)",
+    )
+    p.add_argument(
+        "--nuts",
+        type=int,
+        default=d.nuts_examples,
+        metavar="N_EXAMPLES",
+        help=f"examples with a NUTS reference posterior (default {d.nuts_examples}; 0 skips)",
+    )
+    p.add_argument(
+        "--nuts-warmup",
+        type=int,
+        default=d.nuts_warmup,
+        metavar="W",
+        help=f"NUTS warmup steps per chain (default {d.nuts_warmup})",
+    )
+    p.add_argument(
+        "--nuts-samples",
+        type=int,
+        default=d.nuts_samples,
+        metavar="S",
+        help=f"NUTS draws per chain after warmup (default {d.nuts_samples})",
+    )
+    p.add_argument(
+        "--nuts-chains",
+        type=int,
+        default=d.nuts_chains,
+        metavar="C",
+        help=f"NUTS chains, run one after the other (default {d.nuts_chains})",
+    )
+    p.add_argument(
+        "--gap-examples",
+        type=int,
+        default=d.gap_examples,
+        metavar="N",
+        help=f"examples for the amortization gap (default {d.gap_examples}; 0 skips)",
+    )
+    p.add_argument(
+        "--gap-steps",
+        type=int,
+        default=d.gap_steps,
+        metavar="STEPS",
+        help=f"Adam steps of the per-example optimization of q (default {d.gap_steps})",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        metavar="B",
+        help="examples per batch of importance sampling",
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object instead of the table")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a one-line usage error (2)
+        return int(exit_.code or 0)
     opts = Options(
-        iwae_samples=args.iwae_samples, limit=args.limit, nuts_examples=args.nuts,
-        nuts_warmup=args.nuts_warmup, nuts_samples=args.nuts_samples,
-        nuts_chains=args.nuts_chains, gap_examples=args.gap_examples, gap_steps=args.gap_steps,
-        batch_size=args.batch_size, seed=args.seed, device=args.device,
+        iwae_samples=args.iwae_samples,
+        limit=args.limit,
+        nuts_examples=args.nuts,
+        nuts_warmup=args.nuts_warmup,
+        nuts_samples=args.nuts_samples,
+        nuts_chains=args.nuts_chains,
+        gap_examples=args.gap_examples,
+        gap_steps=args.gap_steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
     )
     try:
         with warnings.catch_warnings(record=True) as caught:

@@ -58,7 +58,11 @@ class Bernoulli(Likelihood):
 
 class ContinuousBernoulli(Likelihood):
     """The continuous Bernoulli on [0, 1] (Loaiza-Ganem & Cunningham 2019, eq. 3): the properly
-    normalised density behind binary cross-entropy on grey levels."""
+    normalised density behind binary cross-entropy on grey levels.
+
+    Its log-density is unbounded at 0 and 1. torch keeps lambda = sigmoid(logits) inside
+    [eps, 1 - eps] (eps = float32's, 1.2e-7), so a pixel at exactly 0 or 1 contributes at most
+    about 2.77 nats in float32: ELBOs of models that saturate are capped by that arithmetic."""
 
     def base(self, out: torch.Tensor) -> dist.Distribution:
         return dist.ContinuousBernoulli(logits=out, validate_args=False)
