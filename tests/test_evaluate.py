@@ -1,0 +1,196 @@
+"""``python -m pyrovae.evaluate`` on a run trained for one epoch on real MNIST: the JSON keys and
+their values, the files it writes, the table, and one-line errors with exit status 2. The data
+mirror must be there (the tests fail, not skip, without it: see conftest.mirror)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyrovae import evaluate, fit
+from pyrovae.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+REQUIRED = ("elbo", "log_likelihood", "num_samples", "pareto_k_frac_bad", "active_units")
+NUMBERS = (
+    "elbo",
+    "elbo_sampled",
+    "elbo_sampled_stderr",
+    "log_likelihood",
+    "log_likelihood_stderr",
+    "psis_log_likelihood",
+    "pareto_k_mean",
+    "pareto_k_frac_bad",
+    "amortization_gap",
+    "approximation_gap",
+    "inference_gap",
+    "elbo_amortized",
+    "elbo_optimized",
+    "seconds",
+)
+FAST = [
+    "--limit",
+    "40",
+    "--iwae-samples",
+    "200",
+    "--nuts",
+    "1",
+    "--nuts-warmup",
+    "100",
+    "--nuts-samples",
+    "100",
+    "--gap-examples",
+    "10",
+    "--gap-steps",
+    "50",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(mirror, data_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("evaluate_run")
+    overrides = [
+        "data.limit=2000",
+        "model.z_dim=4",
+        "model.hidden=[64]",
+        "train.epochs=1",
+        "train.progress=false",
+        f"data.root={data_root}",
+        f"run_dir={out}",
+    ]
+    return fit.fit(load_config(None, overrides), log=lambda *a: None)
+
+
+@pytest.fixture(scope="module")
+def json_result(run_dir) -> tuple[dict, str]:
+    """One evaluation with --json (module-scoped: NUTS and the gaps are the slow parts)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = evaluate.main([str(run_dir), *FAST, "--json"])
+    assert code == 0, err.getvalue()
+    return json.loads(out.getvalue()), err.getvalue()
+
+
+def test_json_has_the_required_keys_and_finite_numbers(json_result):
+    result, _ = json_result
+    for key in REQUIRED + NUMBERS:
+        assert key in result, key
+    for key in NUMBERS:
+        assert isinstance(result[key], float) and math.isfinite(result[key]), key
+    assert result["num_samples"] == 200 and result["num_examples"] == 40
+    assert result["dataset"] == "mnist" and "seed 123" in result["test_binarization"]
+    assert 0 <= result["active_units"] <= 4 and len(result["active_unit_variances"]) == 4
+    assert 0.0 <= result["pareto_k_frac_bad"] <= 1.0
+    assert set(result["pareto_k_quantiles"]) == {"0.05", "0.25", "0.5", "0.75", "0.95"}
+
+
+def test_json_numbers_are_consistent(json_result):
+    r, _ = json_result
+    # IWAE >= ELBO (Burda et al.): nats apart after one epoch, far beyond the Monte Carlo error
+    assert r["log_likelihood"] > r["elbo_sampled"] and r["log_likelihood"] > r["elbo"]
+    # two ELBO estimates of the same examples: they differ by Monte Carlo error only
+    assert abs(r["elbo"] - r["elbo_sampled"]) < r["elbo_sampled_stderr"]
+    assert r["inference_gap"] == pytest.approx(r["approximation_gap"] + r["amortization_gap"])
+    assert r["amortization_gap"] > 0 and r["gap_examples"] == 10
+    nuts = r["nuts"]
+    assert nuts["num_examples"] == 1 and nuts["num_chains"] == 2
+    (example,) = nuts["examples"]
+    for key in ("nuts_mean", "nuts_std", "q_mean", "q_std", "r_hat", "ess_bulk", "mcse_mean"):
+        assert len(example[key]) == 4 and all(math.isfinite(v) for v in example[key]), key
+    assert isinstance(example["rhat_flag"], bool)
+
+
+def test_files_are_written_into_the_run_folder(run_dir, json_result):
+    result, _ = json_result
+    saved = json.loads((run_dir / "evaluation.json").read_text())
+    assert saved["log_likelihood"] == result["log_likelihood"]
+    for name in ("posterior.png", "khat.png"):
+        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert sorted(result["figures"]) == ["khat.png", "posterior.png"]
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]  # no temporary files
+
+
+def test_the_table_states_the_numbers_and_the_binarization(run_dir, tmp_path, capsys):
+    run_dir = Path(shutil.copytree(run_dir, tmp_path / "run"))  # leave the shared run alone
+    code = evaluate.main(
+        [
+            str(run_dir),
+            "--limit",
+            "20",
+            "--iwae-samples",
+            "50",
+            "--nuts",
+            "0",
+            "--gap-examples",
+            "0",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    for text in (
+        "ELBO, closed-form KL",
+        "log p(x), IWAE, K = 50",
+        "PSIS Pareto k-hat",
+        "active units:",
+        "seed 123",
+        "evaluation.json",
+    ):
+        assert text in out, text
+    assert "NUTS" not in out and "gaps on" not in out
+    saved = json.loads((run_dir / "evaluation.json").read_text())
+    assert saved["nuts"] is None and saved["num_samples"] == 50
+
+
+def _one_line_error(code: int, err: str, out: str = "") -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--iwae-samples", "0"],
+        ["--limit", "0"],
+        ["--nuts", "-1"],
+        ["--gap-examples", "-2"],
+        ["--nuts-samples", "2"],
+        ["--iwae-samples", "many"],
+        ["--no-such-option"],
+    ],
+)
+def test_bad_options_exit_2_with_one_line(run_dir, capsys, args):
+    code = evaluate.main([str(run_dir), *args])
+    captured = capsys.readouterr()
+    _one_line_error(code, captured.err, captured.out)
+
+
+def test_a_folder_without_a_run_exits_2(tmp_path, capsys):
+    code = evaluate.main([str(tmp_path), "--limit", "5"])
+    captured = capsys.readouterr()
+    _one_line_error(code, captured.err, captured.out)
+    assert "best.pt" in captured.err
+
+
+def test_the_module_runs_as_a_command_and_fails_cleanly(tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyrovae.evaluate", str(tmp_path / "missing"), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+    )
+    _one_line_error(proc.returncode, proc.stderr, proc.stdout)
+    assert "does not exist" in proc.stderr
