@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -139,27 +138,37 @@ def _default_root() -> Path:
 
 def peak_memory(variant: str, device: str, batch: int) -> float:
     """Peak memory (MiB) that 20 steps of ``variant`` add, in a fresh process: on the CPU the
-    rise of the peak resident set over the process's peak after imports and data; on CUDA the
-    peak allocated."""
+    rise of the peak resident set (Linux VmHWM, reset after imports and data) over the resident
+    set before the model is built; on CUDA the peak allocated."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-worker", variant,
            "--device", device, "--batch", str(batch)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return float(done.stdout.strip().splitlines()[-1])
 
 
+def _status_mib(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS, VmHWM), in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
 def _memory_worker(variant: str, device: str, batch: int) -> None:
     dev = torch.device(device)
     x = torch.bernoulli(torch.rand(batch, 1, 28, 28, device=dev) * 0.3)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+        before = _status_mib("VmRSS")
     s = make_variant(variant, dev)
     for _ in range(20):
         s.step(x, 60000)
     if dev.type == "cuda":
         print(torch.cuda.max_memory_allocated(dev) / 2**20)
     else:
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before)
+        print(_status_mib("VmHWM") - before)
 
 
 def _devices() -> list[torch.device]:

@@ -1,0 +1,101 @@
+"""Results table of the configs: train each with ``pyrovae.fit``, evaluate it with
+``pyrovae.evaluate``, and print one Markdown row per config with the commands that made it.
+
+    PYROVAE_DATA_MIRROR=../shared/data python benchmarks/configs.py              # all CPU configs
+    PYROVAE_DATA_MIRROR=../shared/data python benchmarks/configs.py mnist mnist_z8 \
+        --iwae-samples 5000 --limit 1000
+
+Each config runs as ``python -m pyrovae.fit --config configs/NAME.yaml run_dir=runs/bench/NAME
+[overrides]`` and ``python -m pyrovae.evaluate runs/bench/NAME --iwae-samples K --limit N --nuts 0
+--json``. Overrides (``--set NAME:key=value``) shorten the long configs for a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(cmd: list[str]) -> str:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"failed: {shlex.join(cmd)}\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def bench(name: str, overrides: list[str], iwae: int, limit: int, run_root: str) -> dict:
+    run_dir = f"{run_root}/{name}"
+    fit_cmd = ["python", "-m", "pyrovae.fit", "--config", f"configs/{name}.yaml",
+               f"run_dir={run_dir}", "train.progress=false", *overrides]
+    eval_cmd = ["python", "-m", "pyrovae.evaluate", run_dir, "--iwae-samples", str(iwae),
+                "--limit", str(limit), "--nuts", "0", "--gap-examples", "20", "--json"]
+    began = time.perf_counter()
+    if not (REPO / run_dir / "best.pt").exists():
+        _run([sys.executable, *fit_cmd[1:]])
+    fit_seconds = time.perf_counter() - began
+    result = json.loads(_run([sys.executable, *eval_cmd[1:]]))
+    with open(REPO / run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    return {
+        "config": name, "epochs": len(rows),
+        "train_seconds": sum(float(r["seconds"]) for r in rows), "wall_seconds": fit_seconds,
+        "test_elbo": result["elbo"], "log_likelihood": result["log_likelihood"],
+        "log_likelihood_stderr": result.get("log_likelihood_stderr"),
+        "pareto_k_frac_bad": result["pareto_k_frac_bad"],
+        "active_units": result["active_units"], "num_samples": result["num_samples"],
+        "num_examples": result.get("num_examples"),
+        "commands": [shlex.join(fit_cmd), shlex.join(eval_cmd)],
+    }
+
+
+def row(r: dict, hardware: str) -> str:
+    se = r["log_likelihood_stderr"]
+    ll = f"{r['log_likelihood']:.2f}" + (f" ± {se:.2f}" if se is not None else "")
+    return (f"| {r['config']} | {r['test_elbo']:.2f} | {ll} | {r['pareto_k_frac_bad']:.2f} | "
+            f"{r['active_units']} | {r['epochs']} | {r['train_seconds'] / 60:.1f} min | "
+            f"{hardware} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", nargs="*", default=[
+        "mnist", "mnist_fc400_z20", "mnist_z2_manifold", "mnist_z8", "mnist_gaussian",
+        "fashion_mnist"])
+    parser.add_argument("--iwae-samples", type=int, default=5000)
+    parser.add_argument("--limit", type=int, default=1000, help="test examples for IWAE")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME:key=value",
+                        help="an override for one config")
+    parser.add_argument("--runs", default="runs/bench", help="where the run folders go")
+    parser.add_argument("--json", help="also write the rows as JSON")
+    args = parser.parse_args(argv)
+    hardware = f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+    results = []
+    for name in args.configs:
+        overrides = [s.split(":", 1)[1] for s in args.set if s.split(":", 1)[0] == name]
+        results.append(bench(name, overrides, args.iwae_samples, args.limit, args.runs))
+        print(row(results[-1], hardware), flush=True)
+    print("\n| config | test ELBO | log p(x), IWAE | k-hat > 0.7 | active units | epochs | "
+          "training time | hardware |\n|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(row(r, hardware))
+    for r in results:
+        print(f"\n{r['config']}:\n    " + "\n    ".join(r["commands"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
