@@ -15,6 +15,7 @@ It writes ``evaluation.json``, ``posterior.png`` and ``khat.png`` into the run f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -439,6 +440,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
+# (flag, Options field, metavar, help); the default comes from Options
+_INT_OPTIONS = (
+    ("--iwae-samples", "iwae_samples", "K", "importance samples per example"),
+    ("--nuts", "nuts_examples", "N_EXAMPLES", "examples with a NUTS reference posterior (0 skips)"),
+    ("--nuts-warmup", "nuts_warmup", "W", "NUTS warmup steps per chain"),
+    ("--nuts-samples", "nuts_samples", "S", "NUTS draws per chain after warmup"),
+    ("--nuts-chains", "nuts_chains", "C", "NUTS chains, run one after the other"),
+    ("--gap-examples", "gap_examples", "N", "examples for the amortization gap (0 skips)"),
+    ("--gap-steps", "gap_steps", "STEPS", "Adam steps of the per-example optimization of q"),
+    ("--batch-size", "batch_size", "B", "examples per batch of importance sampling"),
+    ("--seed", "seed", "SEED", "random seed"),
+)
+
+
 def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="python -m pyrovae.evaluate",
@@ -449,70 +464,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "run_dir", metavar="RUN_DIR", help="a run folder written by pyrovae.fit (or its .pt file)"
     )
-    p.add_argument(
-        "--iwae-samples",
-        type=int,
-        default=d.iwae_samples,
-        metavar="K",
-        help=f"importance samples per example (default {d.iwae_samples})",
-    )
-    p.add_argument(
-        "--limit",
-        type=int,
-        default=None,
-        metavar="N",
-        help="evaluate the first N test examples (default: all)",
-    )
-    p.add_argument(
-        "--nuts",
-        type=int,
-        default=d.nuts_examples,
-        metavar="N_EXAMPLES",
-        help=f"examples with a NUTS reference posterior (default {d.nuts_examples}; 0 skips)",
-    )
-    p.add_argument(
-        "--nuts-warmup",
-        type=int,
-        default=d.nuts_warmup,
-        metavar="W",
-        help=f"NUTS warmup steps per chain (default {d.nuts_warmup})",
-    )
-    p.add_argument(
-        "--nuts-samples",
-        type=int,
-        default=d.nuts_samples,
-        metavar="S",
-        help=f"NUTS draws per chain after warmup (default {d.nuts_samples})",
-    )
-    p.add_argument(
-        "--nuts-chains",
-        type=int,
-        default=d.nuts_chains,
-        metavar="C",
-        help=f"NUTS chains, run one after the other (default {d.nuts_chains})",
-    )
-    p.add_argument(
-        "--gap-examples",
-        type=int,
-        default=d.gap_examples,
-        metavar="N",
-        help=f"examples for the amortization gap (default {d.gap_examples}; 0 skips)",
-    )
-    p.add_argument(
-        "--gap-steps",
-        type=int,
-        default=d.gap_steps,
-        metavar="STEPS",
-        help=f"Adam steps of the per-example optimization of q (default {d.gap_steps})",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=d.batch_size,
-        metavar="B",
-        help="examples per batch of importance sampling",
-    )
-    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="evaluate the first N test examples (default: all)")
+    for flag, field, metavar, text in _INT_OPTIONS:
+        default = getattr(d, field)
+        p.add_argument(flag, type=int, default=default, metavar=metavar, dest=field,
+                       help=f"{text} (default {default})")
     p.add_argument("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return p
@@ -523,19 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
     except SystemExit as exit_:  # --help (0) or a one-line usage error (2)
         return int(exit_.code or 0)
-    opts = Options(
-        iwae_samples=args.iwae_samples,
-        limit=args.limit,
-        nuts_examples=args.nuts,
-        nuts_warmup=args.nuts_warmup,
-        nuts_samples=args.nuts_samples,
-        nuts_chains=args.nuts_chains,
-        gap_examples=args.gap_examples,
-        gap_steps=args.gap_steps,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=args.device,
-    )
+    opts = Options(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Options)
+                      if hasattr(args, f.name)})
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
