@@ -1,45 +1,16 @@
 # ruff: noqa: E501  (the cells below are markdown with LaTeX and notebook code)
 """Write notebooks 01-03 from the Python source below, execute them with nbclient, save them.
 
-    python notebooks/build_01_03.py                 # write + execute all three (full run)
-    PYROVAE_FAST=1 python notebooks/build_01_03.py  # the same in fast mode (what CI runs)
-    python notebooks/build_01_03.py 02 03           # only some notebooks
-    python notebooks/build_01_03.py --no-execute    # only write them (no outputs)
-    PYROVAE_FAST=1 python notebooks/build_01_03.py --no-save   # a fast check; keeps the files
-
 Each notebook is a list of markdown and code cells written here as plain strings, so that a
 review reads the derivations and the checks side by side and a change is one edit + one rebuild.
-The notebooks run with the ``notebooks`` folder as working directory (the data mirror is then
-``../../shared/data``, or ``PYROVAE_DATA_MIRROR``). The committed notebooks hold the outputs of
-a full run (``PYROVAE_FAST`` unset). After saving, the script refuses outputs that contain an
-absolute path of this machine.
+``nbbuild.py`` writes, runs, checks and saves them; ``--help`` gives the options and examples.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import re
 import sys
-import textwrap
-import time
-from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
-
-HERE = Path(__file__).resolve().parent
-KERNEL = "python3"
-FORBIDDEN = re.compile(r"/work\b|/tmp\b|/root\b|/home/")
-
-
-def md(text: str) -> nbformat.NotebookNode:
-    return nbformat.v4.new_markdown_cell(textwrap.dedent(text).strip())
-
-
-def code(text: str) -> nbformat.NotebookNode:
-    return nbformat.v4.new_code_cell(textwrap.dedent(text).strip())
-
+from nbbuild import FOOTER, cli, code, md
 
 # ------------------------------------------------------------------------------------------
 # cells shared by the three notebooks
@@ -110,10 +81,6 @@ splits = load_data("mnist", root=DATA_ROOT, mirror=MIRROR, limit=2000 if FAST el
                    binarize="dynamic")
 print(splits)
 print("test set:", splits.test_binarization)
-'''
-
-FOOTER = r'''
-print(f"notebook ran in {time.time() - T0:.0f} s ({'FAST' if FAST else 'full'} mode)")
 '''
 
 
@@ -1518,82 +1485,8 @@ NOTEBOOKS = {
 }
 
 
-def build(cells: list) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    nb.cells = cells
-    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
-
-
-def leaked_paths(nb: nbformat.NotebookNode) -> list[str]:
-    """Lines of the notebook's outputs that name an absolute path of this machine."""
-    hits = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            texts = [out.get("text", "")]
-            texts += [v for k, v in out.get("data", {}).items() if k.startswith("text/")]
-            texts += out.get("traceback", [])
-            for text in texts:
-                text = "".join(text) if isinstance(text, list) else text
-                hits += [line for line in text.splitlines() if FORBIDDEN.search(line)]
-    return hits
-
-
-def report_timing(nb: nbformat.NotebookNode) -> None:
-    """Print the five slowest code cells and drop the timing metadata."""
-    from datetime import datetime
-
-    rows = []
-    for i, cell in enumerate(nb.cells):
-        timing = cell.get("metadata", {}).pop("execution", None)
-        if cell.cell_type == "code" and timing and "iopub.status.idle" in timing:
-            t0 = datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00"))
-            t1 = datetime.fromisoformat(timing["iopub.status.idle"].replace("Z", "+00:00"))
-            rows.append(((t1 - t0).total_seconds(), i, cell.source.splitlines()[0][:60]))
-    for seconds, i, first in sorted(rows, reverse=True)[:5]:
-        print(f"   cell {i:>2}: {seconds:6.1f} s  {first}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", nargs="*", help=f"notebooks to build: {', '.join(NOTEBOOKS)} "
-                        "(default: all)")
-    parser.add_argument("--no-execute", action="store_true", help="write without executing")
-    parser.add_argument("--timeout", type=int, default=1200, help="per-cell timeout (s)")
-    parser.add_argument("--timing", action="store_true", help="print the slowest cells")
-    parser.add_argument("--no-save", action="store_true",
-                        help="execute and check, but leave the notebooks on disk as they are")
-    args = parser.parse_args(argv)
-    unknown = [key for key in args.which if key not in NOTEBOOKS]
-    if unknown:
-        parser.error(f"unknown notebook(s) {unknown}: choose from {list(NOTEBOOKS)}")
-    mode = "FAST" if os.environ.get("PYROVAE_FAST") == "1" else "full"
-    for key in args.which or list(NOTEBOOKS):
-        name, make = NOTEBOOKS[key]
-        nb = build(make())
-        path = HERE / name
-        if not args.no_execute:
-            start = time.time()
-            client = NotebookClient(
-                nb, timeout=args.timeout, kernel_name=KERNEL, record_timing=args.timing,
-                coalesce_streams=True,
-                resources={"metadata": {"path": str(HERE)}},
-            )
-            client.execute()
-            print(f"{name}: executed in {time.time() - start:.0f} s ({mode} mode)", flush=True)
-            if args.timing:
-                report_timing(nb)
-            leaks = leaked_paths(nb)
-            if leaks:
-                print(f"{name}: outputs contain absolute paths:", *leaks[:5], sep="\n  ")
-                return 1
-        nbformat.validate(nb)
-        if args.no_save:
-            continue
-        nbformat.write(nb, path)
-        print(f"wrote {path.relative_to(HERE.parent)}", flush=True)
-    return 0
+    return cli(NOTEBOOKS, __doc__, argv, timeout=1200, coalesce_streams=True)
 
 
 if __name__ == "__main__":

@@ -1,51 +1,21 @@
 # ruff: noqa: E501  (the cells below are markdown with LaTeX and notebook code)
 """Write notebooks 04-05 from the Python source below, execute them with nbclient, save them.
 
-    python notebooks/build_04_05.py                     # write + execute both (full run), save
-    python notebooks/build_04_05.py --fast              # execute in fast mode (what CI runs); saves nothing
-    PYROVAE_FAST=1 python notebooks/build_04_05.py      # the same as --fast
-    python notebooks/build_04_05.py --fast --out DIR    # fast mode, executed notebooks saved into DIR
-    python notebooks/build_04_05.py 05                  # only some notebooks
-    python notebooks/build_04_05.py --no-execute        # only write them (no outputs)
-
-Each notebook is a list of markdown and code cells written here as plain strings, so that a
-review reads the derivations and the checks side by side and a change is one edit + one rebuild.
-The notebooks run with the ``notebooks`` folder as working directory (the data mirror is then
-``../../shared/data``, or ``PYROVAE_DATA_MIRROR``); their run folders and the data cache live
-under the system's temporary folder. The committed notebooks hold the outputs of a full run
-(``PYROVAE_FAST`` unset): a fast run never overwrites them unless ``--out`` says where to save.
-After executing, the script refuses outputs that contain an absolute path of this machine.
+The cells train real models with the library's entry points; ``EPOCHS`` and ``VAMP_K`` in them
+are the full-mode settings of ``FULL_SETTINGS`` (fast mode has its own). ``nbbuild.py`` writes,
+runs, checks and saves the notebooks; ``--help`` gives the options and examples.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import re
 import sys
-import textwrap
-import time
-from pathlib import Path
 
-import nbformat
-from nbclient import NotebookClient
-
-HERE = Path(__file__).resolve().parent
-KERNEL = "python3"
-FORBIDDEN = re.compile(r"/work\b|/tmp\b|/root\b|/home/|/Users/|[A-Za-z]:\\\\")
-
-
-def md(text: str) -> nbformat.NotebookNode:
-    return nbformat.v4.new_markdown_cell(textwrap.dedent(text).strip())
-
-
-def code(text: str) -> nbformat.NotebookNode:
-    return nbformat.v4.new_code_cell(textwrap.dedent(text).strip())
-
+from nbbuild import FOOTER_RUNS, PRINT_TABLE, SETUP_PATHS, cli, code, md
 
 # ------------------------------------------------------------------------------------------
 # cells shared by the two notebooks
 
+# The setup cell ends with nbbuild.SETUP_PATHS (data, run folders, clock), shared with 06.
 SETUP = r'''
 import csv
 import math
@@ -80,20 +50,9 @@ plt.rcParams["image.interpolation"] = "nearest"  # images of pixels: crisp, and 
 # machine and many times faster on a shared one (no thread oversubscription).
 torch.set_num_threads(int(os.environ.get("PYROVAE_THREADS", "1")))
 
-FAST = os.environ.get("PYROVAE_FAST") == "1"  # CI: small data, tiny nets, 2 epochs
-# The read-only data mirror (never written to) and a cache folder for the copied files.
-MIRROR = os.environ.get("PYROVAE_DATA_MIRROR") or "../../shared/data"
-if not os.path.isabs(MIRROR) and not os.path.isdir(MIRROR) and os.path.isdir(os.path.join("..", MIRROR)):
-    MIRROR = os.path.join("..", MIRROR)  # the variable was given relative to the repository root
-DATA_ROOT = os.environ.get("PYROVAE_DATA_ROOT") or os.path.join(
-    tempfile.gettempdir(), "pyrovae-notebook-data"
-)
-RUNS = tempfile.mkdtemp(prefix="pyrovae-notebook-runs-")  # run folders, removed at the end
-CPU = torch.device("cpu")
-T0 = time.time()
-print("mode:", "FAST" if FAST else "full")
-'''
+FAST = os.environ.get("PYROVAE_FAST") == "1"  # CI: small data, tiny nets, 2 epochs''' + SETUP_PATHS
 
+# The helper cell; print_table is nbbuild.PRINT_TABLE, shared with 06.
 HELPERS = r'''
 # Every run below is configs/<name> + the size overrides of this mode + its own overrides.
 SIZE = (["data.limit=2000", "data.valid_size=500", "train.epochs=2", "model.hidden=[64]",
@@ -126,21 +85,7 @@ def train(config, *overrides):
           f"test ELBO {last['test_elbo']:.2f} = recon {last['recon']:.2f} - KL {last['kl']:.2f}")
     return cfg, run_dir, rows
 
-
-def print_table(header, rows):
-    """A plain-text table: header strings, rows of values (floats printed with 2 decimals)."""
-    cells = [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(header)]
-    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
-    print("  ".join("-" * w for w in widths))
-    for r in cells:
-        print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
-'''
-
-FOOTER = r'''
-shutil.rmtree(RUNS, ignore_errors=True)  # the temporary run folders
-print(f"notebook ran in {time.time() - T0:.0f} s ({'FAST' if FAST else 'full'} mode)")
-'''
+''' + PRINT_TABLE
 
 
 # ------------------------------------------------------------------------------------------
@@ -600,7 +545,7 @@ def notebook_04() -> list:
         * A softmax output layer caps $\log p(x\mid z)$ at $-k\log k$ (about $-460$ nats for
           $k = 100$ on-pixels); the independent sigmoids of `Bernoulli(logits=...)` do not.
         '''),
-        code(FOOTER),
+        code(FOOTER_RUNS),
     ]
 
 
@@ -1014,7 +959,7 @@ def notebook_05() -> list:
           precision and integrates to 1.
         * A Bernoulli likelihood on grey data is refused by `fit` with a one-line `PyrovaeError`.
         '''),
-        code(FOOTER),
+        code(FOOTER_RUNS),
     ]
 
 
@@ -1027,99 +972,8 @@ NOTEBOOKS = {
 }
 
 
-def build(key: str) -> nbformat.NotebookNode:
-    name, make = NOTEBOOKS[key]
-    cells = make()
-    for cell in cells:
-        for placeholder, value in FULL_SETTINGS[key].items():
-            cell.source = cell.source.replace(placeholder, value)
-    nb = nbformat.v4.new_notebook()
-    nb.cells = cells
-    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
-
-
-def leaked_paths(nb: nbformat.NotebookNode) -> list[str]:
-    """Lines of the notebook's outputs that name an absolute path of this machine."""
-    hits = []
-    for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            texts = [out.get("text", ""), out.get("evalue", "")]
-            texts += [v for k, v in out.get("data", {}).items() if k.startswith("text/")]
-            texts += out.get("traceback", [])
-            for text in texts:
-                text = "".join(text) if isinstance(text, list) else text
-                hits += [line for line in text.splitlines() if FORBIDDEN.search(line)]
-    return hits
-
-
-def report_timing(nb: nbformat.NotebookNode) -> None:
-    """Print the five slowest code cells and drop the timing metadata."""
-    from datetime import datetime
-
-    rows = []
-    for i, cell in enumerate(nb.cells):
-        timing = cell.get("metadata", {}).pop("execution", None)
-        if cell.cell_type == "code" and timing and "iopub.status.idle" in timing:
-            t0 = datetime.fromisoformat(timing["iopub.execute_input"].replace("Z", "+00:00"))
-            t1 = datetime.fromisoformat(timing["iopub.status.idle"].replace("Z", "+00:00"))
-            rows.append(((t1 - t0).total_seconds(), i, cell.source.splitlines()[0][:60]))
-    for seconds, i, first in sorted(rows, reverse=True)[:5]:
-        print(f"   cell {i:>2}: {seconds:6.1f} s  {first}")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", nargs="*", help=f"notebooks to build: {', '.join(NOTEBOOKS)} "
-                        "(default: all)")
-    parser.add_argument("--fast", action="store_true",
-                        help="execute in fast mode (PYROVAE_FAST=1, as CI); saves nothing "
-                        "unless --out is given")
-    parser.add_argument("--out", type=Path, help="folder to save the notebooks into "
-                        "(default: notebooks/ for a full run; a fast run saves only with --out)")
-    parser.add_argument("--no-execute", action="store_true", help="write without executing")
-    parser.add_argument("--timeout", type=int, default=1800, help="per-cell timeout (s)")
-    parser.add_argument("--timing", action="store_true", help="print the slowest cells")
-    args = parser.parse_args(argv)
-    unknown = [key for key in args.which if key not in NOTEBOOKS]
-    if unknown:
-        parser.error(f"unknown notebook(s) {unknown}: choose from {list(NOTEBOOKS)}")
-    if args.fast:
-        os.environ["PYROVAE_FAST"] = "1"  # the kernel inherits the environment
-    fast = os.environ.get("PYROVAE_FAST") == "1"
-    mode = "FAST" if fast else "full"
-    out_dir = args.out
-    if out_dir is None and not (fast and not args.no_execute):
-        out_dir = HERE
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    for key in args.which or list(NOTEBOOKS):
-        name = NOTEBOOKS[key][0]
-        nb = build(key)
-        if not args.no_execute:
-            start = time.time()
-            client = NotebookClient(
-                nb, timeout=args.timeout, kernel_name=KERNEL, record_timing=args.timing,
-                resources={"metadata": {"path": str(HERE)}},
-            )
-            client.execute()
-            print(f"{name}: executed in {time.time() - start:.0f} s ({mode} mode)", flush=True)
-            if args.timing:
-                report_timing(nb)
-            leaks = leaked_paths(nb)
-            if leaks:
-                print(f"{name}: outputs contain absolute paths:", *leaks[:5], sep="\n  ")
-                return 1
-        nbformat.validate(nb)
-        if out_dir is None:
-            print(f"{name}: fast run passed; not saved (give --out DIR to keep it)", flush=True)
-            continue
-        path = out_dir / name
-        nbformat.write(nb, path)
-        print(f"wrote {path.relative_to(HERE.parent) if path.is_relative_to(HERE.parent) else path.name}",
-              flush=True)
-    return 0
+    return cli(NOTEBOOKS, __doc__, argv, settings=FULL_SETTINGS, timeout=1800)
 
 
 if __name__ == "__main__":
