@@ -270,7 +270,7 @@ def gradient_agreement(
     gen = torch.Generator().manual_seed(seed)
     size = sum(p.numel() for p in params)
     basis = torch.randn(directions, size, generator=gen, dtype=torch.float64)
-    basis /= basis.norm(dim=1, keepdim=True)
+    basis = (basis / basis.norm(dim=1, keepdim=True)).to(params[0].device)
     proj = {}
     for label, loss_fn in (("trace", sampled), ("analytic", analytic)):
         rows = []

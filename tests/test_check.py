@@ -115,3 +115,12 @@ def test_cli_checks_a_trained_checkpoint(trained, tmp_path, capsys):
                        "--gradient-repeats", "20"]) == 0
     assert "StandardNormal x Bernoulli" in capsys.readouterr().out
     assert torch.is_tensor(trained.encoder.net[0].weight)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_all_checks_agree_on_cuda(trained, mnist_binary):
+    vae = VAE(z_dim=8, hidden=[256]).cuda()
+    vae.load_state_dict(trained.state_dict())
+    rows = check.run_checks(vae, mnist_binary.test[:8].cuda(), PARTICLES, gradient_repeats=50)
+    assert not _failed(rows), check.format_table(rows)

@@ -189,3 +189,14 @@ def test_resume_is_exact_under_both_engines(engine, mirror, data_root, tmp_path)
     assert _numbers(split) == _numbers(straight)
     assert [float(r["beta"]) for r in _metrics(split)][-1] == 1.0
     assert float(_metrics(split)[-1]["lr"]) == pytest.approx(1e-3 * 0.9**2)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("engine", ["svi", "torch"])
+def test_fit_on_cuda(engine, mirror, data_root, tmp_path):
+    run = _fit([*SMALL, "data.limit=500", "train.epochs=1", "train.device=cuda",
+                f"train.engine={engine}", f"data.root={data_root}"], tmp_path)
+    (row,) = _metrics(run)
+    assert np.isfinite(float(row["test_elbo"]))
+    assert next(pyrovae.load(run, device="cuda").parameters()).is_cuda
