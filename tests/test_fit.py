@@ -67,10 +67,17 @@ def test_manifold_for_two_latent_dims(mirror, data_root, tmp_path):
     assert (run / "manifold.png").is_file()
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT as in a terminal. A background job of a non-interactive shell (as CI
+    may be) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(args, env=None, **kw):
     return subprocess.Popen([sys.executable, "-m", "pyrovae.fit", *args], cwd=REPO,
                             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint, **kw)
 
 
 def _numbers(run_dir):
