@@ -48,6 +48,19 @@ def mnist_grey(mirror, data_root):
     return load_data("mnist", root=data_root, mirror=str(mirror), limit=5000, binarize="none")
 
 
+@pytest.fixture(scope="session")
+def small_run(mirror, data_root, tmp_path_factory) -> Path:
+    """A run folder: a small VAE (z_dim 4, one hidden layer of 64) trained for one epoch on 2,000
+    MNIST images."""
+    from pyrovae import fit
+    from pyrovae.config import load_config
+
+    out = tmp_path_factory.mktemp("small_run")
+    overrides = ["data.limit=2000", "model.z_dim=4", "model.hidden=[64]", "train.epochs=1",
+                 "train.progress=false", f"data.root={data_root}", f"run_dir={out}"]
+    return fit.fit(load_config(None, overrides), log=lambda *a: None)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     pyro.set_rng_seed(0)

@@ -21,7 +21,6 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from pyrovae import checkpoint, diagnostics, fit, objectives
-from pyrovae.config import load_config
 from pyrovae.diagnostics import (
     active_units,
     importance_sampling,
@@ -46,21 +45,10 @@ F64 = torch.float64
 
 
 @pytest.fixture(scope="module")
-def trained(mirror, data_root, tmp_path_factory):
-    """A small VAE (z_dim 4, one hidden layer of 64) trained for one epoch on 2,000 MNIST
-    images, and the first 200 examples of its binarized test set."""
-    run_dir = tmp_path_factory.mktemp("diagnostics_run")
-    overrides = [
-        "data.limit=2000",
-        "model.z_dim=4",
-        "model.hidden=[64]",
-        "train.epochs=1",
-        "train.progress=false",
-        f"data.root={data_root}",
-        f"run_dir={run_dir}",
-    ]
-    fit.fit(load_config(None, overrides), log=lambda *a: None)
-    vae = checkpoint.load(run_dir)
+def trained(small_run):
+    """The small trained VAE of ``small_run`` and the first 200 examples of its binarized test
+    set."""
+    vae = checkpoint.load(small_run)
     splits = fit.load_splits(vae.config, torch.device("cpu"))
     return vae, splits.test[:200]
 

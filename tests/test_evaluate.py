@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pyrovae import evaluate, fit
-from pyrovae.config import load_config
+from pyrovae import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED = ("elbo", "log_likelihood", "num_samples", "pareto_k_frac_bad", "active_units")
@@ -56,18 +55,8 @@ FAST = [
 
 
 @pytest.fixture(scope="module")
-def run_dir(mirror, data_root, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("evaluate_run")
-    overrides = [
-        "data.limit=2000",
-        "model.z_dim=4",
-        "model.hidden=[64]",
-        "train.epochs=1",
-        "train.progress=false",
-        f"data.root={data_root}",
-        f"run_dir={out}",
-    ]
-    return fit.fit(load_config(None, overrides), log=lambda *a: None)
+def run_dir(small_run) -> Path:
+    return small_run
 
 
 @pytest.fixture(scope="module")
