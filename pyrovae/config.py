@@ -173,13 +173,22 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         raise PyrovaeError(f"{path} is not valid YAML: {first}") from None
     if not isinstance(loaded, type(OmegaConf.create({}))):
         raise PyrovaeError(f"{path} must hold a YAML mapping of config sections")
-    for item in overrides:
-        if "=" not in item or item.startswith("="):
-            raise PyrovaeError(f"bad override {item!r}: write key=value, e.g. train.epochs=3")
     try:
         merged = OmegaConf.merge(schema, loaded)
     except OmegaConfBaseException as err:
         raise _one_line(err, str(path)) from None
+    return _with_overrides(merged, overrides)
+
+
+def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """``cfg`` with ``key=value`` overrides applied, validated (e.g. on ``--resume``)."""
+    return _with_overrides(OmegaConf.structured(cfg), overrides)
+
+
+def _with_overrides(merged, overrides: Sequence[str]) -> Config:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise PyrovaeError(f"bad override {item!r}: write key=value, e.g. train.epochs=3")
     try:
         merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
         cfg = OmegaConf.to_object(merged)

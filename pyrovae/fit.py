@@ -27,7 +27,15 @@ import torch
 from tqdm.auto import tqdm
 
 from pyrovae import checkpoint, objectives, plots
-from pyrovae.config import Config, from_dict, load_config, resolve_path, to_dict, to_yaml
+from pyrovae.config import (
+    Config,
+    apply_overrides,
+    from_dict,
+    load_config,
+    resolve_path,
+    to_dict,
+    to_yaml,
+)
 from pyrovae.data import Splits, load_data
 from pyrovae.errors import PyrovaeError
 from pyrovae.model import VAE
@@ -147,13 +155,7 @@ def resume(run_dir: str | Path, overrides: list[str] | tuple = ()) -> Run:
         raise PyrovaeError(f"nothing to resume: {path} does not exist (start a run with "
                            f"python -m pyrovae.fit run_dir={run_dir})")
     state = checkpoint.read(path)
-    cfg = from_dict(state["config"])
-    if overrides:
-        from omegaconf import OmegaConf
-
-        merged = OmegaConf.merge(OmegaConf.create(to_dict(cfg)), OmegaConf.from_dotlist(
-            list(overrides)))
-        cfg = from_dict(OmegaConf.to_container(merged))
+    cfg = apply_overrides(from_dict(state["config"]), overrides)
     device = resolve_device(cfg.train.device)
     splits = load_splits(cfg, device)
     vae = checkpoint.build(cfg, splits.x_shape).to(device)

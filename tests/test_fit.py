@@ -175,12 +175,18 @@ def test_existing_run_is_never_overwritten(one_epoch, capsys):
     (["--config", "configs/nope.yaml"], "not found"),
     (["--resume", "runs/does-not-exist"], "nothing to resume"),
     (["--resume", "runs/x", "--config", "configs/mnist.yaml"], "drop --config"),
+    (["--resume", "RUN", "epochs"], "bad override 'epochs'"),
+    (["--resume", "RUN", "train.epoch=3"], "unknown config key 'train.epoch'"),
     (["data.binarize=none", "data.limit=100"], "binarize"),
     (["data.name=npy"], "data.path"),
     (["data.name=folder", "data.path=no/such/folder"], "no/such/folder"),
 ])
-def test_cli_errors_are_one_line(args, words, mirror, data_root, tmp_path, capsys):
-    code = fit.main([*args, f"data.root={data_root}", f"run_dir={tmp_path / 'r'}"])
+def test_cli_errors_are_one_line(args, words, one_epoch, mirror, data_root, tmp_path, capsys):
+    if "RUN" in args:  # an existing run to resume
+        args = [str(one_epoch) if a == "RUN" else a for a in args]
+    else:
+        args = [*args, f"data.root={data_root}", f"run_dir={tmp_path / 'r'}"]
+    code = fit.main(args)
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and words in err
