@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 
 import pyro
 import torch
-from pyro.infer import Trace_ELBO
 
 from pyrovae import objectives
 from pyrovae.model import VAE
@@ -66,22 +65,6 @@ def _z(diff: float, stderr: float) -> float:
     return diff / stderr if stderr > 0 else (0.0 if diff == 0 else math.inf)
 
 
-def _mean_se(values: torch.Tensor) -> tuple[float, float]:
-    values = values.double()
-    return values.mean().item(), (values.std() / math.sqrt(values.numel())).item()
-
-
-def _chunks(total: int, size: int) -> Iterable[int]:
-    while total > 0:
-        yield min(size, total)
-        total -= size
-
-
-def _chunk_size(vae: VAE, x: torch.Tensor, budget: int = 2 * 10**7) -> int:
-    """Particles per chunk so that one decoder output holds about ``budget`` numbers."""
-    return max(1, budget // (x.shape[0] * math.prod(vae.x_shape)))
-
-
 # ---- per-particle estimates ---------------------------------------------------------------
 
 
@@ -94,21 +77,9 @@ def trace_elbo_particles(vae: VAE, x: torch.Tensor, num_particles: int) -> torch
     """
     out = []
     with torch.no_grad():
-        for k in _chunks(num_particles, _chunk_size(vae, x)):
-            elbo = Trace_ELBO(num_particles=k, vectorize_particles=True, max_plate_nesting=1)
-            model_trace, guide_trace = elbo._get_vectorized_trace(vae.model, vae.guide, (x,), {})
-            out.append(_site_sum(model_trace) - _site_sum(guide_trace))
+        for model, guide in objectives.trace_elbo_log_probs(vae, x, num_particles):
+            out.append((sum(model.values()) - sum(guide.values())).sum(-1))
     return torch.cat(out)
-
-
-def _site_sum(trace) -> torch.Tensor:
-    """Per particle: the sum of every sample site's (scaled) log-density over the data plate."""
-    total = 0.0
-    for site in trace.nodes.values():
-        if site["type"] == "sample" and "log_prob" in site:
-            lp = site["log_prob"]
-            total = total + lp.reshape(lp.shape[0], -1).sum(-1)
-    return total
 
 
 def closed_form_elbo_particles(
@@ -121,7 +92,7 @@ def closed_form_elbo_particles(
     with torch.no_grad():
         loc, scale = vae.encoder(x)
         kl = kl_fn(vae, loc, scale).sum()
-        for k in _chunks(num_particles, _chunk_size(vae, x)):
+        for k in objectives.particle_chunks(vae, x.shape[0], num_particles):
             z = loc + scale * torch.randn((k,) + loc.shape, dtype=loc.dtype, device=loc.device)
             out.append(vae.decode(z).log_prob(x).sum(-1) - vae.beta * kl)
     return torch.cat(out)
@@ -133,7 +104,7 @@ def accessor_elbo_particles(vae: VAE, x: torch.Tensor, num_particles: int) -> to
     out = []
     with torch.no_grad():
         q, p = vae.encode(x), vae.prior()
-        for k in _chunks(num_particles, _chunk_size(vae, x)):
+        for k in objectives.particle_chunks(vae, x.shape[0], num_particles):
             z = q.sample((k,))
             log_w = vae.decode(z).log_prob(x) + vae.beta * (p.log_prob(z) - q.log_prob(z))
             out.append(log_w.sum(-1))
@@ -189,8 +160,8 @@ def elbo_agreement(
         return [_no_closed_form(vae, name)]
     b, rows, ses = x.shape[0], [], []
     for n in particles:
-        m_t, se_t = _mean_se(trace_elbo_particles(vae, x, n) / b)
-        m_c, se_c = _mean_se(closed_form_elbo_particles(vae, x, n, kl_fn) / b)
+        m_t, se_t = objectives.mean_stderr(trace_elbo_particles(vae, x, n) / b)
+        m_c, se_c = objectives.mean_stderr(closed_form_elbo_particles(vae, x, n, kl_fn) / b)
         se = math.hypot(se_t, se_c)
         z = _z(m_t - m_c, se)
         ses.append(se_t)
@@ -227,10 +198,8 @@ def kl_agreement(
     kl_fn = kl_fn or objectives.closed_form_kl
     samples = []
     with torch.no_grad():
-        for k in _chunks(num_particles, _chunk_size(vae, x)):
-            elbo = Trace_ELBO(num_particles=k, vectorize_particles=True, max_plate_nesting=1)
-            model_trace, guide_trace = elbo._get_vectorized_trace(vae.model, vae.guide, (x,), {})
-            samples.append(guide_trace.nodes["z"]["log_prob"] - model_trace.nodes["z"]["log_prob"])
+        for model, guide in objectives.trace_elbo_log_probs(vae, x, num_particles):
+            samples.append(guide["z"] - model["z"])
         mc = torch.cat(samples).double() / vae.beta  # (N, B): log q - log p per point
         closed = kl_fn(vae, *vae.encoder(x)).double()
     mean, se = mc.mean(0), mc.std(0) / math.sqrt(mc.shape[0])
@@ -300,8 +269,8 @@ def independent_agreement(vae: VAE, x: torch.Tensor, num_particles: int = 10000)
     """(e) ``Trace_ELBO`` against the Monte Carlo ELBO from ``prior()``/``encode()``/``decode()``
     (independent noise, 3 standard errors): the check for every prior, closed-form KL or not."""
     b = x.shape[0]
-    m_t, se_t = _mean_se(trace_elbo_particles(vae, x, num_particles) / b)
-    m_a, se_a = _mean_se(accessor_elbo_particles(vae, x, num_particles) / b)
+    m_t, se_t = objectives.mean_stderr(trace_elbo_particles(vae, x, num_particles) / b)
+    m_a, se_a = objectives.mean_stderr(accessor_elbo_particles(vae, x, num_particles) / b)
     se = math.hypot(se_t, se_a)
     z = _z(m_t - m_a, se)
     closed = "" if vae.prior_net.closed_form_kl else "no closed-form KL for this prior; "

@@ -33,11 +33,12 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from pyro.infer import MCMC, NUTS
 
 from pyrovae.errors import PyrovaeError
 from pyrovae.model import VAE
+from pyrovae.objectives import mean_stderr as mean_stderr  # re-exported: the public helper
+from pyrovae.objectives import particle_chunks, trace_elbo_log_probs
 
 #: Yao et al. (2018): importance sampling from q is unreliable above this Pareto k-hat.
 PARETO_K_THRESHOLD = 0.7
@@ -49,38 +50,15 @@ RHAT_THRESHOLD = 1.01
 ESS_PER_CHAIN = 100
 #: Burda et al. (2015), Sec. 5.2: a latent unit is active when Cov_x(E_q[z_u]) exceeds this.
 ACTIVE_THRESHOLD = 0.01
-#: Numbers in one decoder output per chunk of importance samples (~160 MB in float64).
-CHUNK_BUDGET = 2 * 10**7
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-
-def _chunks(total: int, size: int) -> Iterator[int]:
-    while total > 0:
-        yield min(size, total)
-        total -= size
-
-
-def _chunk_size(vae: VAE, batch: int, budget: int = CHUNK_BUDGET) -> int:
-    """Importance samples per chunk, so that one decoder output holds about ``budget`` numbers."""
-    return max(1, budget // (max(batch, 1) * math.prod(vae.x_shape)))
 
 
 def _positive_int(value: object, name: str, hint: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise PyrovaeError(f"{name} must be a positive integer, got {value!r}{hint}")
     return value
-
-
-def mean_stderr(values: torch.Tensor | np.ndarray) -> tuple[float, float]:
-    """The mean of per-example values and the standard error of that mean, s / sqrt(n)
-    (NaN standard error for one value)."""
-    v = np.asarray(torch.as_tensor(values).detach().cpu().double(), dtype=np.float64).ravel()
-    if v.size == 0:
-        return math.nan, math.nan
-    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
-    return float(v.mean()), se
 
 
 @contextlib.contextmanager
@@ -125,10 +103,9 @@ def log_importance_weights(
     uses the very noise that ``Trace_ELBO`` draws for the guide's ``z`` site.
     """
     num_samples = _positive_int(num_samples, "the number of importance samples K")
-    chunk = chunk_size or _chunk_size(vae, x.shape[0])
     q, p = vae.encode(x), vae.prior()
     out = []
-    for k in _chunks(num_samples, chunk):
+    for k in particle_chunks(vae, x.shape[0], num_samples, chunk_size):
         z = q.rsample((k,))
         log_px = vae.decode(z).log_prob(x).double()
         out.append(log_px + p.log_prob(z).double() - q.log_prob(z).double())
@@ -142,43 +119,23 @@ def iwae_bound(log_weights: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(lw, dim=0) - math.log(lw.shape[0])
 
 
-def _particle_plate(fn: Callable, num_particles: int) -> Callable:
-    """``fn`` inside a ``particles`` plate at dim -2: ``num_particles`` vectorized draws, as
-    ``Trace_ELBO(vectorize_particles=True)`` does."""
-
-    def wrapped(*args, **kwargs):
-        with pyro.plate("particles", num_particles, dim=-2):
-            return fn(*args, **kwargs)
-
-    return wrapped
-
-
-def _trace_sum(trace) -> torch.Tensor:
-    """Sum of the unscaled log-densities of a trace's sample sites, per (particle, example)."""
-    trace.compute_log_prob()
-    sites = [s for s in trace.nodes.values() if s["type"] == "sample"]
-    return sum(s["unscaled_log_prob"].double() for s in sites)
-
-
 @torch.no_grad()
 def sampled_elbo(
     vae: VAE, x: torch.Tensor, num_particles: int = 1, chunk_size: int | None = None
 ) -> torch.Tensor:
-    """The ELBO per example (beta = 1), sampled from the Pyro program itself: the guide's trace
-    z ~ q(z|x), the model replayed on it, log p(x, z) - log q(z|x) averaged over particles
-    (Kingma & Welling 2013, eq. 3; what ``Trace_ELBO`` estimates). Shape ``(B,)``, float64.
+    """The ELBO per example (beta = 1), sampled from the Pyro program itself: log p(x, z) -
+    log q(z|x) from ``Trace_ELBO``'s own vectorized traces (the guide traced, the model replayed
+    on it), averaged over particles (Kingma & Welling 2013, eq. 3). Shape ``(B,)``, float64.
 
     With the same seed and one particle this is exactly the K = 1 term of
     :func:`log_importance_weights`: the IWAE bound at K = 1 is the one-sample ELBO.
     """
     num_particles = _positive_int(num_particles, "num_particles")
-    chunk = chunk_size or _chunk_size(vae, x.shape[0])
     total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    for k in _chunks(num_particles, chunk):
-        guide = poutine.trace(_particle_plate(vae.guide, k)).get_trace(x)
-        replayed = poutine.replay(_particle_plate(vae.model, k), trace=guide)
-        model = poutine.trace(replayed).get_trace(x)
-        total += (_trace_sum(model) - _trace_sum(guide)).reshape(k, -1).sum(0)
+    # unscaled log-densities: the ELBO itself, whatever KL weight the VAE trains with
+    for model, guide in trace_elbo_log_probs(vae, x, num_particles, chunk_size, scaled=False):
+        log_p = sum(v.double() for v in model.values())
+        total += (log_p - sum(v.double() for v in guide.values())).sum(0)
     return total / num_particles
 
 
@@ -480,11 +437,10 @@ def gaussian_elbo(
     ``seed``: two calls with the same seed use the same noise (common random numbers), so that
     their difference is not swamped by Monte Carlo error."""
     num_particles = _positive_int(num_particles, "num_particles")
-    chunk = chunk_size or _chunk_size(vae, x.shape[0])
     gen = torch.Generator(device=loc.device).manual_seed(seed)
     prior = vae.prior()
     total = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    for k in _chunks(num_particles, chunk):
+    for k in particle_chunks(vae, x.shape[0], num_particles, chunk_size):
         eps = torch.randn((k,) + loc.shape, generator=gen, dtype=loc.dtype, device=loc.device)
         total += k * _gaussian_elbo(vae, x, prior, loc, scale, eps).double()
     return total / num_particles

@@ -7,8 +7,10 @@ examples, and averaged over particles.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 
+import numpy as np
 import torch
 from pyro.infer import ELBO, Trace_ELBO, TraceMeanField_ELBO
 
@@ -16,6 +18,8 @@ from pyrovae.errors import PyrovaeError, choice_error
 from pyrovae.priors import DiagNormal, StandardNormal
 
 LOSSES = ("trace", "meanfield", "analytic")
+#: Numbers in one decoder output per chunk of particles (about 80 MB in float32).
+CHUNK_BUDGET = 2 * 10**7
 
 
 # ---- closed-form KL divergences -----------------------------------------------------------
@@ -181,3 +185,44 @@ def dataset_elbo(
         kl_sum += kl.sum().item()
     n = x.shape[0]
     return {"elbo": (recon_sum - kl_sum) / n, "recon": recon_sum / n, "kl": kl_sum / n}
+
+
+# ---- Monte Carlo over many particles, in chunks ------------------------------------------------
+
+
+def particle_chunks(vae, batch: int, total: int, chunk: int | None = None) -> Iterator[int]:
+    """Split ``total`` particles into chunks of at most ``chunk`` (default: so that one decoder
+    output for ``batch`` examples holds about ``CHUNK_BUDGET`` numbers): memory stays bounded."""
+    size = chunk or max(1, CHUNK_BUDGET // (max(batch, 1) * math.prod(vae.x_shape)))
+    while total > 0:
+        yield min(size, total)
+        total -= size
+
+
+def trace_elbo_log_probs(
+    vae, x: torch.Tensor, num_particles: int, chunk: int | None = None, scaled: bool = True
+) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]:
+    """The log-densities that ``Trace_ELBO(vectorize_particles=True)`` computes, from its own
+    vectorized model and guide traces, in chunks of particles: per chunk, ``(model, guide)``
+    dicts of site name -> tensor of shape ``(k, B)``. ``scaled`` includes the sites' scales (the
+    KL weight beta, the plate's N / B), as the loss does; else the plain log-densities."""
+    key = "log_prob" if scaled else "unscaled_log_prob"
+    batch = x.shape[0]
+    for k in particle_chunks(vae, batch, num_particles, chunk):
+        elbo = Trace_ELBO(num_particles=k, vectorize_particles=True, max_plate_nesting=1)
+        traces = elbo._get_vectorized_trace(vae.model, vae.guide, (x,), {})
+        yield tuple(
+            {name: site[key].reshape(k, batch) for name, site in trace.nodes.items()
+             if site["type"] == "sample" and key in site}
+            for trace in traces
+        )
+
+
+def mean_stderr(values: torch.Tensor | np.ndarray) -> tuple[float, float]:
+    """The mean of independent values and the standard error of that mean, s / sqrt(n)
+    (NaN standard error for one value)."""
+    v = np.asarray(torch.as_tensor(values).detach().cpu().double(), dtype=np.float64).ravel()
+    if v.size == 0:
+        return math.nan, math.nan
+    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
+    return float(v.mean()), se

@@ -14,6 +14,7 @@ from pyrovae.objectives import (
     kl_mvn,
     kl_standard_normal,
     svi_loss,
+    trace_elbo_log_probs,
 )
 from tests.conftest import binary_batch
 
@@ -99,3 +100,20 @@ def test_analytic_loss_needs_a_closed_form_kl():
         svi_loss("analytic", vae)
     with pytest.raises(PyrovaeError, match="unknown loss"):
         svi_loss("elbo", vae)
+
+
+@pytest.mark.parametrize("scaled", [True, False])
+def test_trace_elbo_log_probs_chunks_keep_particle_and_example_axes(scaled):
+    vae = VAE(x_shape=(4,), z_dim=2, hidden=[8], likelihood="gaussian", beta=0.5)
+    x = torch.rand(3, 4)
+    chunks = list(trace_elbo_log_probs(vae, x, 5, chunk=2, scaled=scaled))  # 2 + 2 + 1
+    assert [m["x"].shape for m, _ in chunks] == [(2, 3), (2, 3), (1, 3)]
+    model, guide = chunks[-1]
+    assert set(model) == {"z", "x"} and set(guide) == {"z"}
+    z = vae.guide(x)  # the KL weight scales both z sites when scaled, neither otherwise
+    assert model["z"].shape == guide["z"].shape == (1, 3) and z.shape == (3, 2)
+    pyro.set_rng_seed(0)
+    (m1, g1), = trace_elbo_log_probs(vae, x, 1, scaled=True)
+    pyro.set_rng_seed(0)
+    (m2, g2), = trace_elbo_log_probs(vae, x, 1, scaled=False)
+    assert torch.allclose(m1["z"], 0.5 * m2["z"]) and torch.equal(m1["x"], m2["x"])
