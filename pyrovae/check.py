@@ -18,6 +18,7 @@ e. ``independent_agreement``: ``Trace_ELBO`` against a Monte Carlo ELBO written 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ import torch
 
 from pyrovae import objectives
 from pyrovae.model import VAE
+from pyrovae.optim import make_stepper
 
 KLFn = Callable[[VAE, torch.Tensor, torch.Tensor], torch.Tensor]
 Z_THRESHOLD = 3.0  # standard errors
@@ -305,26 +307,25 @@ def run_checks(
 def train_briefly(vae: VAE, splits, steps: int, batch_size: int = 128, lr: float = 1e-3,
                   seed: int = 0) -> VAE:
     """``steps`` SVI steps of ``Trace_ELBO`` with Adam on the training split."""
-    from pyro.infer import SVI
-
-    svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": lr}), objectives.pyro_elbo("trace"))
+    stepper = make_stepper("svi", vae, "trace", lr=lr)
     gen = torch.Generator(device=splits.device).manual_seed(seed)
     n, done = splits.train.shape[0], 0
     vae.train()
     while done < steps:
         for batch in splits.train_batches(batch_size, gen):
-            svi.step(batch, num_data=n)
+            stepper.step(batch, n)
             done += 1
             if done == steps:
                 break
     return vae.eval()
 
 
-def _models(args) -> Iterable[tuple[VAE, object]]:
-    """(model, config) pairs to check: a trained checkpoint, or a config's model for every
-    (chosen) prior x likelihood pair."""
+def _models(args) -> Iterable[tuple[VAE | None, object]]:
+    """(model, config) pairs to check: a trained checkpoint and its config; or, for every
+    (chosen) prior x likelihood pair, None and the config of a fresh model (built once the
+    data's example shape is known)."""
     from pyrovae import checkpoint
-    from pyrovae.config import load_config, vae_kwargs
+    from pyrovae.config import load_config
     from pyrovae.likelihoods import LIKELIHOODS
     from pyrovae.priors import PRIORS
 
@@ -339,10 +340,9 @@ def _models(args) -> Iterable[tuple[VAE, object]]:
         [cfg.model.likelihood] if args.config else list(LIKELIHOODS))
     for prior in priors:
         for likelihood in likelihoods:
-            cfg.model.prior, cfg.model.likelihood = prior, likelihood
-            pyro.set_rng_seed(args.seed)
-            kwargs = vae_kwargs(cfg, (1, 28, 28) if cfg.data.name == "mnist" else None)
-            yield kwargs, cfg
+            pair = copy.deepcopy(cfg)
+            pair.model.prior, pair.model.likelihood = prior, likelihood
+            yield None, pair
 
 
 def _names(value: str | None, choices: list[str], kind: str) -> list[str]:
@@ -370,19 +370,24 @@ def _splits(cfg, likelihood: str, cache: dict):
 
 
 def check_all(args) -> list[Check]:
+    from pyrovae.config import vae_kwargs
+    from pyrovae.errors import PyrovaeError
+
     rows: list[Check] = []
     cache: dict = {}
-    particles = [int(p) for p in str(args.particles).split(",")]
+    try:
+        particles = [int(p) for p in str(args.particles).split(",")]
+    except ValueError:
+        raise PyrovaeError(f"--particles takes comma-separated whole numbers such as "
+                           f"10,100,1000, got {args.particles!r}") from None
     if min(particles) < 2 or args.examples < 1 or args.gradient_repeats < 2:
-        from pyrovae.errors import PyrovaeError
-
         raise PyrovaeError("--particles must all be >= 2, --examples >= 1 and "
                            "--gradient-repeats >= 2")
     for vae, cfg in _models(args):
         splits = _splits(cfg, cfg.model.likelihood, cache)
-        if isinstance(vae, dict):  # a fresh model of the config for this pair
-            vae["x_shape"] = splits.x_shape
-            vae = VAE(**vae)
+        if vae is None:  # a fresh model of the config for this pair
+            pyro.set_rng_seed(args.seed)
+            vae = VAE(**vae_kwargs(cfg, splits.x_shape))
             if args.train_steps:
                 train_briefly(vae, splits, args.train_steps, seed=args.seed)
         vae.beta = 1.0

@@ -101,6 +101,8 @@ def test_cli_table_and_bad_arguments(mirror, data_root, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: unknown prior 'cauchy'") and err.count("\n") == 1
     assert check.main(["--particles", "1,10"]) == 2
+    assert check.main(["--particles", "ten,100"]) == 2
+    assert "comma-separated whole numbers" in capsys.readouterr().err
     assert check.main(["--checkpoint", "/nonexistent/run"]) == 2
 
 
