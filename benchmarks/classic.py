@@ -44,15 +44,19 @@ def _mlp(sizes: Sequence[int]) -> nn.Sequential:
 
 
 class ClassicStepper:
-    """zero_grad, loss, backward, Adam: the hand-written training step."""
+    """zero_grad, loss, backward, Adam: the hand-written training step (default Adam); with
+    ``bfloat16``, the loss under ``torch.autocast``, as the PyTorch AMP recipe writes it."""
 
-    def __init__(self, model: ClassicVAE, lr: float = 1e-3) -> None:
+    def __init__(self, model: ClassicVAE, lr: float = 1e-3, bfloat16: bool = False) -> None:
         self.model = model
         self.optim = torch.optim.Adam(model.parameters(), lr=lr)
+        self.device = next(model.parameters()).device
+        self.bfloat16 = bfloat16
 
     def step(self, x: torch.Tensor, num_data: int | None = None) -> float:
         self.optim.zero_grad(set_to_none=True)
-        loss = self.model.loss(x)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bfloat16):
+            loss = self.model.loss(x)
         loss.backward()
         self.optim.step()
         return loss.item()

@@ -4,11 +4,13 @@
     PYROVAE_DATA_MIRROR=../shared/data python benchmarks/run.py --quick    # fewer repeats
     python benchmarks/run.py --json benchmarks/results/cpu.json
 
-a. one training step, same networks and batch: pyrovae (engines ``svi``, ``torch``, and the
-   candidate ``jit`` = SVI with ``JitTrace_ELBO``) against the hand-written step (BCE + analytic
-   KL), at batch 128 and 1024, on every device;
+a. one training step, same networks and batch: pyrovae (engines ``svi`` and ``torch``, each in
+   float32 and with ``train.precision=bfloat16``, and the candidate ``jit`` = SVI with
+   ``JitTrace_ELBO``) against the hand-written step (BCE + analytic KL; also under autocast,
+   ``classic-bf16``), at batch 128 and 1024, on every device;
 b. one MNIST epoch of ``configs/mnist_fc400_z20.yaml``: the ``pyrovae.fit`` loop (device tensors,
-   binarization on the device) against the classic ``DataLoader`` + ``ToTensor`` loop;
+   binarization on the device), per engine and precision, against the classic ``DataLoader`` +
+   ``ToTensor`` loop;
 c. peak memory of each step variant (CPU: peak RSS of a fresh process; CUDA: peak allocated).
 
 Timings are medians over repeats after a warm-up, with the variants interleaved within each
@@ -43,7 +45,11 @@ from pyrovae.config import CONFIG_DIR, load_config  # noqa: E402
 from pyrovae.optim import make_stepper  # noqa: E402
 
 CONFIG = CONFIG_DIR / "mnist_fc400_z20.yaml"
-STEP_VARIANTS = ("classic", "svi", "torch", "jit")
+# name -> (engine, precision); "classic*" are the hand-written baseline, "jit" a candidate
+PYROVAE = {"svi": ("svi", "float32"), "torch": ("torch", "float32"),
+           "svi-bf16": ("svi", "bfloat16"), "torch-bf16": ("torch", "bfloat16")}
+STEP_VARIANTS = ("classic", "classic-bf16", *PYROVAE, "jit")
+EPOCH_VARIANTS = tuple(PYROVAE)
 
 
 class JitStepper:
@@ -65,13 +71,15 @@ def _architecture() -> tuple[list[int], int]:
 def make_variant(name: str, device: torch.device):
     """A stepper of the benchmark's architecture (784-400-20) on ``device``."""
     hidden, z_dim = _architecture()
-    if name == "classic":
-        return ClassicStepper(ClassicVAE(784, hidden, z_dim).to(device))
+    if name.startswith("classic"):
+        return ClassicStepper(ClassicVAE(784, hidden, z_dim).to(device),
+                              bfloat16=name.endswith("bf16"))
     vae = VAE(x_shape=(1, 28, 28), z_dim=z_dim, hidden=hidden).to(device)
     vae.validate_inputs = False  # as in pyrovae.fit: the data is checked once, up front
     if name == "jit":
         return JitStepper(vae)
-    return make_stepper(name, vae, "trace")
+    engine, precision = PYROVAE[name]
+    return make_stepper(engine, vae, "trace", precision=precision)
 
 
 def _sync(device: torch.device) -> None:
@@ -100,28 +108,30 @@ def bench_steps(device: torch.device, batch: int, repeats: int, steps: int,
     return {v: statistics.median(t) for v, t in times.items()}
 
 
-def bench_epoch(device: torch.device, repeats: int, engines=("svi", "torch")) -> dict:
-    """Median seconds per MNIST epoch: pyrovae.fit's loop per engine, and the classic loop."""
+def bench_epoch(device: torch.device, repeats: int, variants=EPOCH_VARIANTS) -> dict:
+    """Median seconds per MNIST epoch: pyrovae.fit's loop per variant, and the classic loop."""
     from pyrovae import fit
 
-    out: dict[str, list[float]] = {e: [] for e in (*engines, "classic")}
+    out: dict[str, list[float]] = {v: [] for v in (*variants, "classic")}
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
-        for engine in engines:
-            cfg = load_config(CONFIG, [f"train.engine={engine}", "train.progress=false",
-                                       f"train.device={device}", f"run_dir={tmp}/{engine}"])
-            runs[engine] = fit.start(cfg)
+        for name in variants:
+            engine, precision = PYROVAE[name]
+            cfg = load_config(CONFIG, [f"train.engine={engine}", f"train.precision={precision}",
+                                       "train.progress=false", f"train.device={device}",
+                                       f"run_dir={tmp}/{name}"])
+            runs[name] = fit.start(cfg)
         root = str(fit.resolve_path(cfg.data.root) or _default_root())
         hidden, z_dim = _architecture()
         classic = ClassicStepper(ClassicVAE(784, hidden, z_dim).to(device))
-        loader = classic_loader(root, cfg.train.batch_size, runs[engines[0]].splits.train.shape[0])
+        loader = classic_loader(root, cfg.train.batch_size, runs[variants[0]].splits.train.shape[0])
         classic_epoch(classic, loader, device)  # warm-up
         for run in runs.values():
             fit.train_epoch(run)
         for _ in range(repeats):
-            for engine, run in runs.items():
+            for name, run in runs.items():
                 _sync(device)
-                out[engine].append(fit.train_epoch(run)["seconds"])
+                out[name].append(fit.train_epoch(run)["seconds"])
             _sync(device)
             began = time.perf_counter()
             classic_epoch(classic, loader, device)
@@ -206,14 +216,17 @@ def table(results: dict) -> str:
     for device, entry in results["devices"].items():
         lines.append(f"\n{device} ({entry['hardware']}); torch {results['torch']}, "
                      f"pyro {results['pyro']}")
-        lines.append("| measurement | " + " | ".join(STEP_VARIANTS) + " |")
-        lines.append("|---" * (len(STEP_VARIANTS) + 1) + "|")
-        for batch, s in entry["steps"].items():
-            ms = " | ".join(f"{s['seconds'][v] * 1e3:.2f} ms ({s['ratio'][v]:.2f}x)"
-                            for v in STEP_VARIANTS)
-            lines.append(f"| step, batch {batch} (ratio to classic) | {ms} |")
-            mem = " | ".join(f"{entry['memory_mib'][batch][v]:.0f} MiB" for v in STEP_VARIANTS)
-            lines.append(f"| peak memory, batch {batch} | {mem} |")
+        batches = list(entry["steps"])
+        lines.append("| step (ratio to classic) | "
+                     + " | ".join(f"batch {b} | peak memory, batch {b}" for b in batches) + " |")
+        lines.append("|---" * (2 * len(batches) + 1) + "|")
+        for v in STEP_VARIANTS:
+            cells = []
+            for b in batches:
+                s = entry["steps"][b]
+                cells.append(f"{s['seconds'][v] * 1e3:.2f} ms ({s['ratio'][v]:.2f}x)")
+                cells.append(f"{entry['memory_mib'][b][v]:.0f} MiB")
+            lines.append(f"| {v} | " + " | ".join(cells) + " |")
         e = entry["epoch"]
         lines.append("")
         lines.append("| MNIST epoch (mnist_fc400_z20) | seconds | speed-up over classic |")

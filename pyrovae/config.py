@@ -55,6 +55,7 @@ class TrainConfig:
     lr: float = 1e-3
     loss: str = "trace"  # trace | meanfield | analytic
     engine: str = "svi"  # svi (pyro.infer.SVI + pyro.optim) | torch (differentiable_loss + Adam)
+    precision: str = "float32"  # float32 | bfloat16 (autocast matmuls; see BENCHMARKS.md)
     num_particles: int = 1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
@@ -79,7 +80,7 @@ def _choices() -> dict[str, Sequence[str]]:
     from pyrovae.likelihoods import LEARN_SCALE, LIKELIHOODS
     from pyrovae.nets import ACTIVATIONS, NETS, SCALE_FNS
     from pyrovae.objectives import LOSSES
-    from pyrovae.optim import ENGINES
+    from pyrovae.optim import ENGINES, PRECISIONS
     from pyrovae.priors import PRIORS
 
     return {
@@ -93,6 +94,7 @@ def _choices() -> dict[str, Sequence[str]]:
         "model.learn_scale": LEARN_SCALE,
         "train.loss": LOSSES,
         "train.engine": ENGINES,
+        "train.precision": PRECISIONS,
     }
 
 

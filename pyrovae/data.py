@@ -66,6 +66,14 @@ _LOAD_ERRORS = (
 _MIRROR_HINT = "set data.mirror (or PYROVAE_DATA_MIRROR) to a folder holding"
 
 
+def binarize_dynamic(p: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Binary pixels x ~ Bernoulli(p), drawn as x = [u < p] with u ~ U[0, 1) on p's device
+    (dynamic binarization, resampled every epoch as in Burda et al. 2015). The same law as
+    ``torch.bernoulli``, about 3x faster on the CPU, where that draws element by element."""
+    u = torch.rand(p.shape, generator=generator, device=p.device, dtype=p.dtype)
+    return (u < p).to(p.dtype)
+
+
 @dataclass(repr=False)
 class Splits:
     """Train/valid/test tensors of one dataset, float32, shape ``(N, *x_shape)``, on one device."""
@@ -94,8 +102,8 @@ class Splits:
 
         The permutation is drawn on the device with ``generator`` (which must live on the
         same kind of device as the data). When ``binarize == 'dynamic'`` each batch is
-        binarized with ``torch.bernoulli(batch, generator=generator)`` on the device, so the
-        binarization is resampled every epoch.
+        binarized on the device (``binarize_dynamic``), so the binarization is resampled every
+        epoch.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise PyrovaeError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -120,7 +128,7 @@ class Splits:
         for start in range(0, stop, batch_size):
             batch = self.train.index_select(0, perm[start : start + batch_size])
             if self.binarize == "dynamic":
-                batch = torch.bernoulli(batch, generator=generator)
+                batch = binarize_dynamic(batch, generator)
             yield batch
 
     def to(self, device: str | torch.device) -> Splits:

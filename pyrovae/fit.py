@@ -171,7 +171,7 @@ def resume(run_dir: str | Path, overrides: list[str] | tuple = ()) -> Run:
 
 def stepper(cfg: Config, vae: VAE) -> SVIStepper | TorchStepper:
     t = cfg.train
-    return make_stepper(t.engine, vae, t.loss, t.num_particles, t.lr, t.clip_norm)
+    return make_stepper(t.engine, vae, t.loss, t.num_particles, t.lr, t.clip_norm, t.precision)
 
 
 def train_epoch(run: Run) -> dict:
@@ -226,23 +226,28 @@ def write_metrics(run: Run) -> None:
 
 def train(run: Run, log=print) -> Run:
     """Train ``run`` to ``train.epochs``, checkpointing after every epoch."""
-    cfg = run.cfg
-    while run.epoch < cfg.train.epochs:
-        row = {"epoch": run.epoch + 1, "lr": run.lr}
-        row.update(train_epoch(run))
-        row.update(evaluate_epoch(run))
-        run.epoch += 1
-        run.metrics.append(row)
-        run.stepper.set_lr(run.lr)  # the next epoch's rate, saved with the optimizer state
-        if row["valid_elbo"] > run.best_valid:
-            run.best_valid = row["valid_elbo"]
-            run.save_best()
-        run.save()
-        write_metrics(run)
-        log(f"epoch {row['epoch']:>3}: train ELBO {row['train_elbo']:9.3f}  valid ELBO "
-            f"{row['valid_elbo']:9.3f}  test ELBO {row['test_elbo']:9.3f}  (KL {row['kl']:.2f}, "
-            f"recon {row['recon']:.2f}) nats/example, {row['seconds']:.1f} s")
+    while run.epoch < run.cfg.train.epochs:
+        run_epoch(run, log)
     return run
+
+
+def run_epoch(run: Run, log=print) -> dict:
+    """One epoch: train, evaluate, checkpoint (the best model too), write metrics.csv, log."""
+    row = {"epoch": run.epoch + 1, "lr": run.lr}
+    row.update(train_epoch(run))
+    row.update(evaluate_epoch(run))
+    run.epoch += 1
+    run.metrics.append(row)
+    run.stepper.set_lr(run.lr)  # the next epoch's rate, saved with the optimizer state
+    if row["valid_elbo"] > run.best_valid:
+        run.best_valid = row["valid_elbo"]
+        run.save_best()
+    run.save()
+    write_metrics(run)
+    log(f"epoch {row['epoch']:>3}: train ELBO {row['train_elbo']:9.3f}  valid ELBO "
+        f"{row['valid_elbo']:9.3f}  test ELBO {row['test_elbo']:9.3f}  (KL {row['kl']:.2f}, "
+        f"recon {row['recon']:.2f}) nats/example, {row['seconds']:.1f} s")
+    return row
 
 
 def write_figures(run: Run) -> list[Path]:

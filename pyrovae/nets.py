@@ -8,6 +8,9 @@ of the amortized diagonal Gaussian q(z|x) (Kingma & Welling 2013, Appendix C.2).
 Shapes: ``(C, H, W)`` images (any C, any H and W, square or not), ``(C, L)`` sequences and flat
 vectors ``(D,)`` all work; the conv nets use 2-d convolutions for images and 1-d convolutions
 otherwise (a flat vector is one channel of length D).
+
+Outputs come in the dtype of the input: under ``torch.autocast`` (``train.precision=bfloat16``)
+the layers compute in bfloat16 and the distribution parameters are cast back to float32.
 """
 
 from __future__ import annotations
@@ -72,7 +75,8 @@ class Encoder(PyroModule):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        loc, raw = self.features(x).split(self.z_dim, dim=-1)
+        # .to(x.dtype): under autocast the layers run in bfloat16, the Gaussian in float32
+        loc, raw = self.features(x).to(x.dtype).split(self.z_dim, dim=-1)
         return loc, SCALE_FNS[self.scale_fn](raw) + _MIN_SCALE
 
 
@@ -110,7 +114,7 @@ class MLPDecoder(PyroModule):
         self.net = _mlp([z_dim, *hidden, math.prod(self.out_shape)], activation)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z).reshape(z.shape[:-1] + self.out_shape)
+        return self.net(z).to(z.dtype).reshape(z.shape[:-1] + self.out_shape)
 
 
 def _as_channels(x_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -207,7 +211,7 @@ class ConvDecoder(PyroModule):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         batch = z.shape[:-1]
         h = self.dense(z.reshape(-1, z.shape[-1])).reshape((-1,) + self._start)
-        return self.deconv(h).reshape(batch + self.out_shape)
+        return self.deconv(h).to(z.dtype).reshape(batch + self.out_shape)
 
 
 NETS: dict[str, tuple[type[Encoder], type[nn.Module]]] = {

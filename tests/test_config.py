@@ -48,6 +48,7 @@ def test_classic_architectures():
     ("train.epoch=3", ["unknown config key 'train.epoch'", "epochs"]),
     ("model.prior=flow", ["model.prior", "normal, diag_normal, mog, vamp"]),
     ("train.loss=elbo", ["train.loss", "trace, meanfield, analytic"]),
+    ("train.precision=float16", ["train.precision", "float32, bfloat16"]),
     ("data.binarize=yes", ["data.binarize", "dynamic, static, none"]),
     ("train.device=tpu", ["train.device", "cuda:N"]),
     ("train.epochs=many", ["train.epochs", "many"]),

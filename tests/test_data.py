@@ -29,6 +29,7 @@ from pyrovae.data import (
     BINARIZE,
     DATASETS,
     Splits,
+    binarize_dynamic,
     default_root,
     load_data,
     resolve_mirror,
@@ -403,6 +404,17 @@ def test_dynamic_binarization_mean_matches_grey_levels(cache: SimpleNamespace) -
     assert float(z.abs().max()) < 6
     overall = (mean - expected).sum() / torch.sqrt((se**2).sum())
     assert abs(float(overall)) < 5
+
+
+def test_binarize_dynamic_is_bernoulli() -> None:
+    """x = [u < p]: exactly 0 at p = 0 and 1 at p = 1, and mean p within 5 SE elsewhere."""
+    p = torch.tensor([0.0, 1.0, 0.001, 0.3, 0.5, 0.97]).repeat(200_000, 1)
+    x = binarize_dynamic(p, torch.Generator().manual_seed(0))
+    assert x.dtype == p.dtype and _is_binary(x)
+    assert torch.equal(x[:, 0], p[:, 0]) and torch.equal(x[:, 1], p[:, 1])
+    mean, q = x.mean(0)[2:], p[0, 2:]
+    se = torch.sqrt(q * (1 - q) / p.shape[0])
+    assert float(((mean - q) / se).abs().max()) < 5
 
 
 def test_dynamic_binarization_resampled_each_epoch(cache: SimpleNamespace) -> None:

@@ -1,0 +1,124 @@
+"""The training steps: both engines take the same Adam step, the fused Adam kernel is Adam, and
+bfloat16 autocast keeps the loss, the distributions and the gradients in float32."""
+
+from __future__ import annotations
+
+import pyro
+import pytest
+import torch
+
+from pyrovae import VAE
+from pyrovae.errors import PyrovaeError
+from pyrovae.optim import adam_options, autocast, make_stepper
+
+X = torch.bernoulli(torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 0.4)
+
+
+def _twins(n: int = 2, device: str = "cpu") -> list[VAE]:
+    """``n`` VAEs with the same weights (each under its own Pyro prefix)."""
+    torch.manual_seed(1)
+    first = VAE(z_dim=4, hidden=[32]).to(device)
+    vaes = [first]
+    for _ in range(n - 1):
+        vae = VAE(z_dim=4, hidden=[32]).to(device)
+        vae.load_state_dict(first.state_dict())
+        vaes.append(vae)
+    return vaes
+
+
+def _step(stepper, x: torch.Tensor, seed: int = 5) -> float:
+    torch.manual_seed(seed)
+    return stepper.step(x, 6000)
+
+
+def _weights(vae: VAE) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in vae.state_dict().items()}
+
+
+def test_engines_take_the_same_step() -> None:
+    """Same weights, same noise: SVI + pyro.optim.Adam and differentiable_loss + one Adam give
+    the same loss and (to float32 rounding) the same weights after three steps, with clipping."""
+    a, b = _twins()
+    svi = make_stepper("svi", a, "trace", lr=1e-2, clip_norm=5.0)
+    plain = make_stepper("torch", b, "trace", lr=1e-2, clip_norm=5.0)
+    for seed in range(3):
+        assert _step(svi, X, seed) == pytest.approx(_step(plain, X, seed), rel=1e-6)
+    wa, wb = _weights(a), _weights(b)
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(wa[k], v) for k, v in _weights(_twins(1)[0]).items())
+
+
+def test_fused_adam_is_adam() -> None:
+    """The fused kernel (used on CPU and CUDA) matches torch's reference Adam step by step."""
+    a, b = _twins()
+    assert adam_options(a) == {"fused": True}
+    params = {"fused": list(a.parameters()), "reference": list(b.parameters())}
+    optims = {"fused": torch.optim.Adam(params["fused"], lr=1e-2, fused=True),
+              "reference": torch.optim.Adam(params["reference"], lr=1e-2, foreach=False)}
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in params["fused"]]
+        for name, opt in optims.items():
+            for p, g in zip(params[name], grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+    for p, q in zip(params["fused"], params["reference"], strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_step_keeps_float32_outside_the_layers() -> None:
+    """Under autocast the layers run in bfloat16, yet q(z|x), p(x|z), the loss, the weights and
+    their gradients are float32, and the loss is the float32 loss to bfloat16 accuracy."""
+    a, b = _twins()
+    with autocast(torch.device("cpu"), "bfloat16"):
+        assert torch.nn.functional.linear(X.flatten(1), torch.ones(3, 784)).dtype == torch.bfloat16
+        q = a.encode(X)
+        assert q.base_dist.loc.dtype == q.base_dist.scale.dtype == torch.float32
+        assert a.decode(q.sample()).base_dist.logits.dtype == torch.float32
+    low = make_stepper("torch", a, "trace", precision="bfloat16")
+    full = make_stepper("torch", b, "trace")
+    loss_low, loss_full = _step(low, X), _step(full, X)
+    assert loss_low == pytest.approx(loss_full, rel=1e-2)  # bfloat16 keeps 8 bits of mantissa
+    assert loss_low != loss_full  # the layers really ran in bfloat16
+    assert all(p.dtype == torch.float32 for p in a.parameters())
+    assert all(s["exp_avg"].dtype == torch.float32 for s in low.optim.state.values())
+
+
+def _train(engine: str, vae: VAE, precision: str, x: torch.Tensor, steps: int = 60) -> list:
+    stepper = make_stepper(engine, vae, "trace", lr=1e-2, precision=precision)
+    return [_step(stepper, x, seed) for seed in range(steps)]
+
+
+@pytest.mark.parametrize("engine", ["svi", "torch"])
+def test_bfloat16_trains_like_float32(engine: str) -> None:
+    """Same start, same noise: both precisions lower the loss by over 15% in 60 steps and end
+    within 2% of each other."""
+    a, b = _twins()
+    low, full = _train(engine, a, "bfloat16", X), _train(engine, b, "float32", X)
+    for losses in (low, full):
+        assert sum(losses[-10:]) < 0.85 * sum(losses[:10])
+    assert sum(low[-10:]) == pytest.approx(sum(full[-10:]), rel=0.02)
+
+
+def test_bad_engine_and_precision_are_one_line() -> None:
+    (vae,) = _twins(1)
+    with pytest.raises(PyrovaeError, match="engine") as err:
+        make_stepper("jax", vae, "trace")
+    assert "svi, torch" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(PyrovaeError, match="precision") as err:
+        make_stepper("torch", vae, "trace", precision="float16")
+    assert "bfloat16, float32" in str(err.value)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_steps_on_cuda(precision: str) -> None:
+    (vae,) = _twins(1, "cuda")
+    assert adam_options(vae) == {"fused": True}
+    losses = _train("torch", vae, precision, X.cuda())
+    assert sum(losses[-10:]) < 0.85 * sum(losses[:10])
+
+
+def teardown_module() -> None:
+    pyro.clear_param_store()
