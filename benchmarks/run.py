@@ -4,13 +4,13 @@
     PYROVAE_DATA_MIRROR=../shared/data python benchmarks/run.py --quick    # fewer repeats
     python benchmarks/run.py --json benchmarks/results/cpu.json
 
-a. one training step, same networks and batch: pyrovae (engines ``svi`` and ``torch``, each in
-   float32 and with ``train.precision=bfloat16``, and the candidate ``jit`` = SVI with
-   ``JitTrace_ELBO``) against the hand-written step (BCE + analytic KL; also under autocast,
-   ``classic-bf16``), at batch 128 and 1024, on every device;
+a. one training step, same networks and batch: pyrovae (engines ``svi``, ``torch``, ``traced``
+   and ``compiled``; ``-bf16``: with ``train.precision=bfloat16``; and the candidate ``jit`` =
+   SVI with ``JitTrace_ELBO``) against the hand-written step (BCE + analytic KL; also under
+   autocast, ``classic-bf16``), at batch 128 and 1024, on every device;
 b. one MNIST epoch of ``configs/mnist_fc400_z20.yaml``: the ``pyrovae.fit`` loop (device tensors,
    binarization on the device), per engine and precision, against the classic ``DataLoader`` +
-   ``ToTensor`` loop;
+   ``ToTensor`` loop (compilation happens in the warm-up epoch and is reported apart);
 c. peak memory of each step variant (CPU: peak RSS of a fresh process; CUDA: peak allocated).
 
 Timings are medians over repeats after a warm-up, with the variants interleaved within each
@@ -47,9 +47,10 @@ from pyrovae.optim import make_stepper  # noqa: E402
 CONFIG = CONFIG_DIR / "mnist_fc400_z20.yaml"
 # name -> (engine, precision); "classic*" are the hand-written baseline, "jit" a candidate
 PYROVAE = {"svi": ("svi", "float32"), "torch": ("torch", "float32"),
-           "svi-bf16": ("svi", "bfloat16"), "torch-bf16": ("torch", "bfloat16")}
+           "traced": ("traced", "float32"), "compiled": ("compiled", "float32"),
+           "torch-bf16": ("torch", "bfloat16"), "compiled-bf16": ("compiled", "bfloat16")}
 STEP_VARIANTS = ("classic", "classic-bf16", *PYROVAE, "jit")
-EPOCH_VARIANTS = tuple(PYROVAE)
+EPOCH_VARIANTS = ("svi", "torch", "compiled", "compiled-bf16")
 
 
 class JitStepper:
@@ -109,10 +110,13 @@ def bench_steps(device: torch.device, batch: int, repeats: int, steps: int,
 
 
 def bench_epoch(device: torch.device, repeats: int, variants=EPOCH_VARIANTS) -> dict:
-    """Median seconds per MNIST epoch: pyrovae.fit's loop per variant, and the classic loop."""
+    """Seconds per MNIST epoch of pyrovae.fit's loop per variant and of the classic loop: the
+    median after a warm-up (``seconds``), the first epoch (``first``, with any compilation),
+    and the training examples per second of the median epoch."""
     from pyrovae import fit
 
     out: dict[str, list[float]] = {v: [] for v in (*variants, "classic")}
+    first: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
         for name in variants:
@@ -125,9 +129,12 @@ def bench_epoch(device: torch.device, repeats: int, variants=EPOCH_VARIANTS) -> 
         hidden, z_dim = _architecture()
         classic = ClassicStepper(ClassicVAE(784, hidden, z_dim).to(device))
         loader = classic_loader(root, cfg.train.batch_size, runs[variants[0]].splits.train.shape[0])
+        began = time.perf_counter()
         classic_epoch(classic, loader, device)  # warm-up
-        for run in runs.values():
-            fit.train_epoch(run)
+        first["classic"] = time.perf_counter() - began
+        for name, run in runs.items():
+            first[name] = fit.train_epoch(run)["seconds"]
+        examples = runs[variants[0]].splits.train.shape[0]
         for _ in range(repeats):
             for name, run in runs.items():
                 _sync(device)
@@ -137,7 +144,10 @@ def bench_epoch(device: torch.device, repeats: int, variants=EPOCH_VARIANTS) -> 
             classic_epoch(classic, loader, device)
             _sync(device)
             out["classic"].append(time.perf_counter() - began)
-    return {k: statistics.median(v) for k, v in out.items()}
+    seconds = {k: statistics.median(v) for k, v in out.items()}
+    return {"seconds": seconds, "first": first, "examples": examples,
+            "examples_per_second": {k: examples / t for k, t in seconds.items()},
+            "speedup": {k: seconds["classic"] / t for k, t in seconds.items()}}
 
 
 def _default_root() -> Path:
@@ -205,8 +215,7 @@ def run(quick: bool = False) -> dict:
                                      "ratio": {v: t[v] / t["classic"] for v in t}}
             entry["memory_mib"][batch] = {v: peak_memory(v, str(device), batch)
                                           for v in STEP_VARIANTS}
-        e = bench_epoch(device, 2 if quick else 5)
-        entry["epoch"] = {"seconds": e, "speedup": {k: e["classic"] / e[k] for k in e}}
+        entry["epoch"] = bench_epoch(device, 2 if quick else 5)
         results["devices"][str(device)] = entry
     return results
 
@@ -229,10 +238,12 @@ def table(results: dict) -> str:
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
         e = entry["epoch"]
         lines.append("")
-        lines.append("| MNIST epoch (mnist_fc400_z20) | seconds | speed-up over classic |")
-        lines.append("|---|---|---|")
+        lines.append(f"| MNIST epoch (mnist_fc400_z20, {e['examples']} images) | seconds | "
+                     "examples/s | speed-up over classic | first epoch (s) |")
+        lines.append("|---|---|---|---|---|")
         for k in e["seconds"]:
-            lines.append(f"| {k} | {e['seconds'][k]:.2f} | {e['speedup'][k]:.2f}x |")
+            lines.append(f"| {k} | {e['seconds'][k]:.2f} | {e['examples_per_second'][k]:.0f} | "
+                         f"{e['speedup'][k]:.2f}x | {e['first'][k]:.2f} |")
     return "\n".join(lines)
 
 

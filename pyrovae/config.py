@@ -54,7 +54,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     loss: str = "trace"  # trace | meanfield | analytic
-    engine: str = "svi"  # svi (pyro.infer.SVI + pyro.optim) | torch (differentiable_loss + Adam)
+    engine: str = "svi"  # svi | torch | traced | compiled (see pyrovae.optim)
     precision: str = "float32"  # float32 | bfloat16 (autocast matmuls; see BENCHMARKS.md)
     num_particles: int = 1
     device: str = "auto"  # auto | cpu | cuda | cuda:N

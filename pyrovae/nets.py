@@ -156,7 +156,9 @@ class ConvEncoder(Encoder):
         layers: list[nn.Module] = []
         c_in, size = shape[0], shape[1:]
         for c_out in channels:
-            layers += [conv(c_in, c_out, 3, 2, 1), norm(c_out), _activation(activation)]
+            # no bias: the batch norm right after subtracts it again (Ioffe & Szegedy 2015)
+            layers += [conv(c_in, c_out, 3, 2, 1, bias=False), norm(c_out),
+                       _activation(activation)]
             c_in, size = c_out, _downsampled(size)
         self.conv = nn.Sequential(*layers)
         self.dense = _mlp([c_in * math.prod(size), *hidden, 2 * z_dim], activation)
@@ -202,7 +204,7 @@ class ConvDecoder(PyroModule):
             target, source = sizes[-2 - i], sizes[-1 - i]
             pad = tuple(t - (2 * s - 1) for t, s in zip(target, source))
             last = i == len(reversed_channels) - 1
-            layers += [deconv(c_in, c_out, 3, 2, 1, output_padding=pad)]
+            layers += [deconv(c_in, c_out, 3, 2, 1, output_padding=pad, bias=last)]
             if not last:
                 layers += [norm(c_out), _activation(activation)]
             c_in = c_out

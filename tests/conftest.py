@@ -12,6 +12,20 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def has_cxx() -> bool:
+    """Whether torch.compile finds a C++ compiler (the ``compiled`` engine needs one on a CPU)."""
+    from torch._inductor import cpp_builder
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except Exception:
+        return False
+    return True
+
+
+needs_cxx = pytest.mark.skipif(not has_cxx(), reason="torch.compile needs a C++ compiler")
+
+
 def mirror_path() -> Path:
     """PYROVAE_DATA_MIRROR, else ../shared/data beside the repository."""
     return Path(os.environ.get("PYROVAE_DATA_MIRROR", REPO.parent / "shared" / "data"))

@@ -18,6 +18,7 @@ from pyrovae import fit
 from pyrovae.config import CONFIG_DIR, load_config
 from pyrovae.errors import PyrovaeError
 from pyrovae.optim import SVIStepper
+from tests.conftest import needs_cxx
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["data.limit=2000", "model.z_dim=8", "model.hidden=[256]", "train.progress=false"]
@@ -192,8 +193,9 @@ def test_cli_errors_are_one_line(args, words, one_epoch, mirror, data_root, tmp_
     assert err.startswith("error: ") and err.count("\n") == 1 and words in err
 
 
-@pytest.mark.parametrize("engine", ["svi", "torch"])
-def test_resume_is_exact_under_both_engines(engine, mirror, data_root, tmp_path):
+@pytest.mark.parametrize("engine", ["svi", "torch", "traced", pytest.param("compiled",
+                                                                        marks=needs_cxx)])
+def test_resume_is_exact_under_every_engine(engine, mirror, data_root, tmp_path):
     base = [*SMALL, "data.limit=600", f"data.root={data_root}", f"train.engine={engine}",
             "train.clip_norm=5", "train.lr_decay=0.9", "train.warmup_epochs=1.5"]
     straight = _fit([*base, "train.epochs=3"], tmp_path, "straight")
@@ -206,7 +208,7 @@ def test_resume_is_exact_under_both_engines(engine, mirror, data_root, tmp_path)
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("engine", ["svi", "torch"])
+@pytest.mark.parametrize("engine", ["svi", "torch", "compiled"])
 def test_fit_on_cuda(engine, mirror, data_root, tmp_path):
     run = _fit([*SMALL, "data.limit=500", "train.epochs=1", "train.device=cuda",
                 f"train.engine={engine}", f"data.root={data_root}"], tmp_path)

@@ -1,7 +1,12 @@
-"""The training steps: both engines take the same Adam step, the fused Adam kernel is Adam, and
-bfloat16 autocast keeps the loss, the distributions and the gradients in float32."""
+"""The training steps: every engine takes the same Adam step (the traced and compiled ones from a
+graph recorded once), the fused Adam kernel is Adam, and bfloat16 autocast keeps the loss, the
+distributions and the gradients in float32."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import pyro
 import pytest
@@ -10,7 +15,9 @@ import torch
 from pyrovae import VAE
 from pyrovae.errors import PyrovaeError
 from pyrovae.optim import adam_options, autocast, make_stepper
+from tests.conftest import needs_cxx
 
+TRACED = ["traced", pytest.param("compiled", marks=needs_cxx)]
 X = torch.bernoulli(torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 0.4)
 
 
@@ -49,6 +56,61 @@ def test_engines_take_the_same_step() -> None:
     assert any(not torch.equal(wa[k], v) for k, v in _weights(_twins(1)[0]).items())
 
 
+@pytest.mark.parametrize("engine", TRACED)
+def test_traced_engines_take_the_torch_step(engine: str) -> None:
+    """The recorded graph replays the torch engine's step: same noise (tracing draws none), beta
+    as an input (warm-up), clipping; the same weights, bit for bit when only traced."""
+    a, b = _twins()
+    ref = make_stepper("torch", a, "trace", lr=1e-2, clip_norm=5.0)
+    traced = make_stepper(engine, b, "trace", lr=1e-2, clip_norm=5.0)
+    for seed in range(4):
+        a.beta = b.beta = 0.25 * (seed + 1)
+        assert _step(traced, X, seed) == pytest.approx(_step(ref, X, seed), rel=1e-6)
+    assert _step(traced, X[:10], 9) == pytest.approx(_step(ref, X[:10], 9), rel=1e-6)
+    assert len(traced.graphs) == 2  # one graph per batch shape, beta changes need none
+    wa, wb = _weights(a), _weights(b)
+    for k in wa:
+        if engine == "traced":
+            assert torch.equal(wa[k], wb[k]), k
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("engine", TRACED)
+def test_traced_engines_update_batchnorm_and_learned_scales(engine: str) -> None:
+    """Buffers changed in place (batch-norm statistics) and constrained parameters (a learned
+    likelihood scale) are read and written through the graph as in eager mode."""
+    torch.manual_seed(2)
+    kwargs = {"net": "conv", "channels": [4], "hidden": [16], "z_dim": 3,
+              "likelihood": "gaussian", "learn_scale": "global"}
+    a, b = VAE(**kwargs), VAE(**kwargs)
+    b.load_state_dict(a.state_dict())
+    x = torch.rand(16, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    ref = make_stepper("torch", a, "trace", lr=1e-2)
+    traced = make_stepper(engine, b, "trace", lr=1e-2)
+    for seed in range(3):
+        assert _step(traced, x, seed) == pytest.approx(_step(ref, x, seed), rel=1e-5)
+    wa, wb, fresh = _weights(a), _weights(b), _weights(VAE(**kwargs))
+    for k in ("encoder.conv.1.running_mean", "encoder.conv.1.num_batches_tracked",
+              "likelihood.scale_unconstrained"):
+        assert not torch.equal(wa[k], fresh[k]), k  # they moved ...
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)  # ... alike
+
+
+def test_failed_compilation_is_one_line() -> None:
+    """Without a C++ compiler (here: CXX names none), the compiled engine's first step says
+    what failed and what to use instead, in one line (in a fresh process: torch caches the
+    compiler it found)."""
+    code = ("import torch; from pyrovae import VAE; from pyrovae.optim import make_stepper\n"
+            "x = torch.bernoulli(torch.rand(4, 1, 28, 28))\n"
+            "make_stepper('compiled', VAE(z_dim=2, hidden=[8]), 'trace').step(x, 10)\n")
+    env = {**os.environ, "CXX": "/no/such/c++", "TORCHINDUCTOR_FX_GRAPH_CACHE": "0"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode != 0 and last.startswith("pyrovae.errors.PyrovaeError: ")
+    assert "C++ compiler" in last and "train.engine=traced" in last
+
+
 def test_fused_adam_is_adam() -> None:
     """The fused kernel (used on CPU and CUDA) matches torch's reference Adam step by step."""
     a, b = _twins()
@@ -85,11 +147,12 @@ def test_bfloat16_step_keeps_float32_outside_the_layers() -> None:
 
 
 def _train(engine: str, vae: VAE, precision: str, x: torch.Tensor, steps: int = 60) -> list:
+    """``steps`` steps of ``engine`` in ``precision`` at lr 1e-2; the losses."""
     stepper = make_stepper(engine, vae, "trace", lr=1e-2, precision=precision)
     return [_step(stepper, x, seed) for seed in range(steps)]
 
 
-@pytest.mark.parametrize("engine", ["svi", "torch"])
+@pytest.mark.parametrize("engine", ["svi", "torch", *TRACED])
 def test_bfloat16_trains_like_float32(engine: str) -> None:
     """Same start, same noise: both precisions lower the loss by over 15% in 60 steps and end
     within 2% of each other."""
@@ -104,7 +167,7 @@ def test_bad_engine_and_precision_are_one_line() -> None:
     (vae,) = _twins(1)
     with pytest.raises(PyrovaeError, match="engine") as err:
         make_stepper("jax", vae, "trace")
-    assert "svi, torch" in str(err.value) and "\n" not in str(err.value)
+    assert "compiled, svi, torch, traced" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(PyrovaeError, match="precision") as err:
         make_stepper("torch", vae, "trace", precision="float16")
     assert "bfloat16, float32" in str(err.value)
@@ -113,10 +176,11 @@ def test_bad_engine_and_precision_are_one_line() -> None:
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_steps_on_cuda(precision: str) -> None:
+@pytest.mark.parametrize("engine", ["svi", "torch", "traced", "compiled"])
+def test_steps_on_cuda(engine: str, precision: str) -> None:
     (vae,) = _twins(1, "cuda")
     assert adam_options(vae) == {"fused": True}
-    losses = _train("torch", vae, precision, X.cuda())
+    losses = _train(engine, vae, precision, X.cuda())
     assert sum(losses[-10:]) < 0.85 * sum(losses[:10])
 
 
