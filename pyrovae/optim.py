@@ -192,7 +192,7 @@ class TracedStepper(TorchStepper):
                     b.copy_(saved)  # in place: the graph reads these very tensors
         if not self.compile:
             return graph
-        return _first_call_without_inductor_rng(torch.compile(graph, dynamic=False))
+        return _compile(graph)
 
 
 @contextlib.contextmanager
@@ -207,21 +207,17 @@ def _traceable() -> Iterator[None]:
         yield
 
 
-def _first_call_without_inductor_rng(compiled: Callable) -> Callable:
-    """Inductor lowers (compiles) at the first call: make that call with ``fallback_random``,
-    so random draws use torch's generator as in eager mode, and turn a failed compilation into
-    a one-line error."""
-    state = {"lowered": False}
+def _compile(graph: Callable) -> Callable:
+    """``torch.compile`` of a recorded step, with inductor's ``fallback_random`` (random draws
+    use torch's generator, as in eager mode); a failed compilation becomes a one-line error."""
+    import torch._dynamo.exc
+
+    compiled = torch.compile(graph, dynamic=False, options={"fallback_random": True})
 
     def call(*args):
-        if state["lowered"]:
-            return compiled(*args)
-        import torch._dynamo.exc
-        import torch._inductor.config
-
         try:
-            with torch._inductor.config.patch(fallback_random=True), _quiet_compiler_logs():
-                out = compiled(*args)
+            with _quiet_compiler_logs():
+                return compiled(*args)
         except torch._dynamo.exc.BackendCompilerFailed as err:
             cause = str(err).strip().splitlines()[0]
             raise PyrovaeError(
@@ -229,8 +225,6 @@ def _first_call_without_inductor_rng(compiled: Callable) -> Callable:
                 "working C++ compiler (such as g++); train.engine=traced runs the same graph "
                 "without compiling it"
             ) from None
-        state["lowered"] = True
-        return out
 
     return call
 
