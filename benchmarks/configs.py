@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from common import write_json
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -92,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print(row(r, hardware))
     for r in results:
         print(f"\n{r['config']}:\n    " + "\n    ".join(r["commands"]))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     return 0
 
 

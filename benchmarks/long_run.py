@@ -17,7 +17,6 @@ minutes" add up the epochs' training seconds, without the evaluations. The run s
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -26,6 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import write_json  # noqa: E402
 
 from pyrovae import diagnostics, fit  # noqa: E402
 from pyrovae.config import CONFIG_DIR, load_config  # noqa: E402
@@ -102,9 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     for t, hit in out["reached"].items():
         print(f"{t} nats: " + (f"epoch {hit['epoch']}, {hit['train_minutes']:.1f} training "
                               "minutes" if hit else "not reached"))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2))
+    write_json(args.json, out)
     return 0
 
 

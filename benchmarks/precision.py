@@ -14,7 +14,6 @@ model's test ELBO computed under autocast minus the same in float32, same noise.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import write_json  # noqa: E402
 
 from pyrovae import fit, objectives  # noqa: E402
 from pyrovae.config import CONFIG_DIR, load_config  # noqa: E402
@@ -93,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bfloat16 - float32 test ELBO: {out['mean_difference']:+.3f} +- "
           f"{out['se_difference']:.3f} nats (mean +- SE over {args.seeds} paired seeds); "
           f"evaluation only: {out['mean_eval_only_difference']:+.4f} nats")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2))
+    write_json(args.json, out)
     return 0
 
 

@@ -20,7 +20,6 @@ repeat so that load on the machine hits all of them alike; ratios are pyrovae / 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import subprocess
@@ -38,6 +37,7 @@ sys.path.insert(0, str(HERE))
 
 import pyro  # noqa: E402
 from classic import ClassicStepper, ClassicVAE, classic_epoch, classic_loader  # noqa: E402
+from common import write_json  # noqa: E402
 from pyro.infer import SVI, JitTrace_ELBO  # noqa: E402
 
 from pyrovae import VAE  # noqa: E402
@@ -262,9 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = run(args.quick)
     print(table(results))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    write_json(args.json, results)
     return 0
 
 
