@@ -146,11 +146,12 @@ class TracedStepper(TorchStepper):
     fuses that graph.
 
     The graph takes the batch and beta as inputs and reads the parameters and buffers in place,
-    so Adam's updates and KL warm-up reach it; ``num_data`` and the network's structure are
-    fixed per graph. Random draws stay in the graph as operations on torch's generator (in
-    the compiled graph too: inductor's ``fallback_random``), so a step draws the same noise as
-    the ``torch`` engine. Tracing runs the step once for real, so the generator and the buffers
-    are restored after it: it leaves no trace in the noise or in batch-norm statistics.
+    so Adam's updates and KL warm-up reach it; ``num_data`` and train/eval mode are fixed per
+    graph (a new one is recorded when they change). Random draws stay in the graph as
+    operations on torch's generator (in the compiled graph too: inductor's ``fallback_random``),
+    so a step draws the same noise as the ``torch`` engine. Tracing runs the step once for
+    real, so the generator and the buffers are restored after it: it leaves no trace in the
+    noise or in batch-norm statistics.
     """
 
     def __init__(self, vae: VAE, loss: str, num_particles: int, lr: float,
@@ -162,7 +163,7 @@ class TracedStepper(TorchStepper):
 
     def backward(self, x: torch.Tensor, num_data: int) -> torch.Tensor:
         self.vae.check(x)  # the input checks run eagerly (a graph cannot hold them)
-        key = (tuple(x.shape), x.dtype, x.device, num_data)
+        key = (tuple(x.shape), x.dtype, x.device, num_data, self.vae.training)
         if key not in self.graphs:
             self.graphs[key] = self._trace(x, num_data)
         beta = torch.tensor(float(self.vae.beta), device=x.device)
@@ -185,6 +186,12 @@ class TracedStepper(TorchStepper):
             self.vae.validate_inputs = False
             with torch.random.fork_rng(devices), pyro.validation_enabled(False), _traceable():
                 graph = make_fx(loss_and_grads)(x, torch.tensor(float(beta), device=x.device))
+        except RuntimeError as err:  # data-dependent Python (a .item(), an if on a tensor)
+            cause = str(err).strip().splitlines()[0]
+            raise PyrovaeError(
+                f"train.engine=traced/compiled cannot record this model's step ({cause[:200]}): "
+                "its Python depends on tensor values; use train.engine=torch"
+            ) from None
         finally:
             self.vae.beta, self.vae.validate_inputs = beta, checks
             with torch.no_grad():

@@ -73,6 +73,9 @@ def test_traced_engines_take_the_torch_step(engine: str) -> None:
         if engine == "traced":
             assert torch.equal(wa[k], wb[k]), k
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+    b.eval()
+    traced.step(X, 6000)
+    assert len(traced.graphs) == 3  # and one for eval mode (batch norm behaves differently)
 
 
 @pytest.mark.parametrize("prior, likelihood, loss, particles", [
@@ -119,6 +122,16 @@ def test_traced_engines_update_batchnorm_and_learned_scales(engine: str) -> None
         assert not torch.equal(wa[k], fresh[k]), k  # they moved ...
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)  # ... alike
+
+
+def test_untraceable_model_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model whose Python reads tensor values cannot be recorded: say so, and what to use."""
+    (vae,) = _twins(1)
+    decode = vae.decode
+    monkeypatch.setattr(vae, "decode", lambda z: decode(z if float(z.detach().sum()) else z))
+    with pytest.raises(PyrovaeError, match="use train.engine=torch") as err:
+        _step(make_stepper("traced", vae, "trace"), X)
+    assert "\n" not in str(err.value) and "tensor values" in str(err.value)
 
 
 def test_failed_compilation_is_one_line() -> None:
