@@ -35,7 +35,7 @@ from pyrovae.errors import PyrovaeError  # noqa: E402
 THRESHOLDS = (87.0, 86.5, 86.0)  # nats: -log p(x) per test image
 
 
-def test_log_likelihood(run: fit.Run, samples: int, limit: int | None, batch: int) -> float:
+def heldout_log_likelihood(run: fit.Run, samples: int, limit: int | None, batch: int) -> float:
     """Mean IWAE-``samples`` log p(x) over the first ``limit`` test images (all by default)."""
     x = run.splits.test[:limit]
     torch.manual_seed(0)
@@ -56,7 +56,7 @@ def long_run(cfg, minutes: float, every: int, samples: int, limit: int | None,
         last = run.epoch == cfg.train.epochs or train_minutes >= minutes
         if run.epoch % every and not last:
             continue
-        ll = test_log_likelihood(run, samples, limit, batch)
+        ll = heldout_log_likelihood(run, samples, limit, batch)
         rows.append({"epoch": run.epoch, "train_minutes": train_minutes,
                      "wall_minutes": (time.perf_counter() - began) / 60,
                      "test_elbo": row["test_elbo"], "log_likelihood": ll})

@@ -34,7 +34,7 @@ from pyrovae.optim import autocast  # noqa: E402
 PRECISIONS = ("float32", "bfloat16")
 
 
-def test_elbo(run: fit.Run, particles: int, precision: str = "float32") -> float:
+def heldout_elbo(run: fit.Run, particles: int, precision: str = "float32") -> float:
     """The test ELBO of ``run``'s final model with fixed noise, the arithmetic in ``precision``."""
     torch.manual_seed(123)
     run.vae.eval()
@@ -58,12 +58,12 @@ def measure(config: Path, seeds: int, particles: int, overrides: list[str]) -> d
                 began = time.perf_counter()
                 run = train(config, seed, precision, overrides, tmp)
                 row[precision] = {
-                    "test_elbo": test_elbo(run, particles),
+                    "test_elbo": heldout_elbo(run, particles),
                     "train_seconds": sum(m["seconds"] for m in run.metrics),
                     "wall_seconds": time.perf_counter() - began,
                 }
                 if precision == "float32":
-                    row["eval_only_difference"] = (test_elbo(run, particles, "bfloat16")
+                    row["eval_only_difference"] = (heldout_elbo(run, particles, "bfloat16")
                                                    - row[precision]["test_elbo"])
             row["difference"] = row["bfloat16"]["test_elbo"] - row["float32"]["test_elbo"]
             rows.append(row)
