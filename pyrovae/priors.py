@@ -4,17 +4,53 @@ A prior is a PyroModule whose ``forward()`` returns a ``pyro.distributions`` dis
 batch shape ``()`` and event shape ``(z_dim,)``. ``closed_form_kl`` says whether
 KL(q(z|x) || p(z)) has a closed form for a diagonal-Gaussian q (``torch.distributions``
 registers one), which is what ``TraceMeanField_ELBO`` and the analytic loss need.
+
+A prior that runs data-like inputs through one of the VAE's networks (``vamp``: pseudo-inputs
+through the encoder) does so with :func:`as_evaluated`: the network as it is evaluated at test
+time, whatever the VAE's train/eval mode, and without touching its buffers. The prior is then
+one distribution in training and in evaluation (the KL that is trained is the KL that is
+reported), and the batch-norm statistics remain those of the data alone.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 from torch import nn
+from torch.func import functional_call
 
 from pyrovae.errors import PyrovaeError, choice_error
+
+
+def as_evaluated(module: nn.Module, *args: Any) -> Any:
+    """``module(*args)`` computed as in eval mode, reading a snapshot of its buffers.
+
+    Every submodule runs with ``training = False`` for this call (batch norm normalizes with its
+    running statistics instead of the batch's, dropout is off), and the flags are restored
+    afterwards, even on an error. The buffers are read through clones (``functional_call``):
+
+    - nothing is written to them: the pseudo-inputs never enter the running statistics;
+    - the result, and its gradient, are those of the buffers at the call: a data pass in
+      training mode that updates the statistics in place before ``backward`` (a guide run after
+      the prior) cannot change them (eval-mode batch norm's backward reads the statistics
+      tensors themselves, and would silently use the updated values).
+
+    Gradients reach the module's parameters and the inputs; the statistics are constants.
+    Only Python flags and tensor operations: no Python reads a tensor's value, so ``make_fx``
+    records it (the ``traced`` and ``compiled`` engines) as the eager call runs it.
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    buffers = {name: b.clone() for name, b in module.named_buffers()}
+    try:
+        module.train(False)
+        return functional_call(module, buffers, args, strict=False)
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 class Prior(PyroModule):
@@ -88,6 +124,20 @@ class VampPrior(Prior):
 
     Tomczak & Welling (2018), "VAE with a VampPrior", eq. (9). The pseudo-inputs go through
     the same encoder as the data; they start near the middle of the data range.
+
+    q(z|u_k) is the encoder as evaluated at test time (:func:`as_evaluated`), in training mode
+    too: its batch-norm layers (``net=conv``) normalize the pseudo-inputs with the running
+    statistics of the data, and neither update them nor use the statistics of the K
+    pseudo-inputs as a batch of their own. So the prior does not depend on the train/eval mode:
+    the prior trained is the prior in the ELBO and KL that ``evaluate`` and ``metrics.csv``
+    report, each u_k is encoded as a test input would be, and the running statistics are the
+    data's alone. (Run as a batch in training mode, the K pseudo-inputs entered the running
+    statistics, about half of them at K = 50, and trained a different prior from the one
+    evaluated: a conv VAE's test ELBO was -105.7 with the training-mode function and -296.5
+    as evaluated, issue 11.) Gradients reach the pseudo-inputs and the encoder's weights, not
+    the running statistics, which are estimates, not parameters; the data's own passes in
+    training still use batch statistics, as batch norm does. Without batch norm (``net=mlp``)
+    this is the plain encoder.
     """
 
     def __init__(
@@ -102,7 +152,7 @@ class VampPrior(Prior):
         object.__setattr__(self, "_encoder", encoder)
 
     def forward(self) -> dist.Distribution:
-        loc, scale = self._encoder(self.pseudo_inputs)
+        loc, scale = as_evaluated(self._encoder, self.pseudo_inputs)
         return _mixture(torch.zeros_like(loc[:, 0]), loc, scale)
 
 

@@ -5,6 +5,7 @@ import torch
 
 from pyrovae import VAE
 from pyrovae.errors import PyrovaeError
+from pyrovae.nets import NETS
 from pyrovae.priors import PRIORS, VampPrior
 
 
@@ -32,13 +33,19 @@ def test_learned_priors_have_parameters_that_train(name):
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in own.values())
 
 
-def test_vamp_prior_is_the_mean_of_q_at_the_pseudo_inputs():
-    vae = VAE(x_shape=(1, 5, 5), z_dim=2, prior="vamp", components=3, hidden=[8])
+@pytest.mark.parametrize("net", list(NETS))
+def test_vamp_prior_is_the_mean_of_q_at_the_pseudo_inputs(net):
+    vae = VAE(x_shape=(1, 5, 5), z_dim=2, prior="vamp", components=3, hidden=[8], net=net)
     assert isinstance(vae.prior_net, VampPrior)
+    with torch.no_grad():  # batch-norm running statistics away from their initial 0 and 1
+        vae.encoder(torch.bernoulli(torch.full((16, 1, 5, 5), 0.2)))
     z = torch.randn(7, 2)
+    vae.eval()  # q(z|u_k) is the encoder as evaluated at test time
     q = vae.encode(vae.prior_net.pseudo_inputs)  # batch (3,)
     expected = torch.logsumexp(q.log_prob(z[:, None, :]), -1) - math.log(3)
-    assert torch.allclose(vae.prior().log_prob(z), expected, atol=1e-5)
+    for training in (True, False):  # in both modes of the VAE
+        vae.train(training)
+        assert torch.allclose(vae.prior().log_prob(z), expected, atol=1e-5)
     # the encoder's weights are not registered twice
     names = [n for n, _ in vae.named_parameters()]
     assert len(names) == len(set(id(p) for p in vae.parameters()))
