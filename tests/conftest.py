@@ -26,6 +26,14 @@ def has_cxx() -> bool:
 needs_cxx = pytest.mark.skipif(not has_cxx(), reason="torch.compile needs a C++ compiler")
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "real_data: needs the real datasets in the data mirror (PYROVAE_DATA_MIRROR, else "
+        "../shared/data); fails, never skips, when they are missing",
+    )
+
+
 def mirror_path() -> Path:
     """PYROVAE_DATA_MIRROR, else ../shared/data beside the repository."""
     return Path(os.environ.get("PYROVAE_DATA_MIRROR", REPO.parent / "shared" / "data"))
