@@ -46,6 +46,7 @@ class ModelConfig:
     components: int | None = None  # K for mog and vamp
     likelihood_scale: float | None = None  # gaussian / laplace scale (initial, if learned)
     learn_scale: str | None = None  # none | global | pixel
+    output_bias: str = "default"  # default | data_mean: decoder output bias at the data mean
 
 
 @dataclass
@@ -53,15 +54,17 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
-    loss: str = "trace"  # trace | meanfield | analytic
+    loss: str = "trace"  # trace | meanfield | analytic | iwae | iwae_dreg (pyrovae.objectives)
     engine: str = "svi"  # svi | torch | traced | compiled (see pyrovae.optim)
     precision: str = "float32"  # float32 | bfloat16 (autocast matmuls; see BENCHMARKS.md)
-    num_particles: int = 1
+    num_particles: int = 1  # particles per example (K of iwae / iwae_dreg)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
     beta: float = 1.0  # KL weight after warm-up (1 = the exact ELBO)
     warmup_epochs: float = 0.0  # KL warm-up: beta rises linearly from 0 over this many epochs
-    lr_decay: float = 1.0  # learning rate multiplied by this after every epoch
+    lr_decay: float = 1.0  # learning rate multiplied by this after every epoch (exponential)
+    schedule: str = "exponential"  # exponential | burda (see pyrovae.schedules)
+    adam_eps: float = 1.0e-8  # Adam's epsilon (Burda et al. 2015 use 1e-4)
     clip_norm: float | None = None  # gradient clipping (Pyro's ClippedAdam)
     eval_particles: int = 1  # particles per example for the validation/test ELBO
     progress: bool = True  # tqdm progress bar
@@ -82,6 +85,7 @@ def _choices() -> dict[str, Sequence[str]]:
     from pyrovae.objectives import LOSSES
     from pyrovae.optim import ENGINES, PRECISIONS
     from pyrovae.priors import PRIORS
+    from pyrovae.schedules import OUTPUT_BIAS, SCHEDULES
 
     return {
         "data.name": DATASETS,
@@ -95,12 +99,15 @@ def _choices() -> dict[str, Sequence[str]]:
         "train.loss": LOSSES,
         "train.engine": ENGINES,
         "train.precision": PRECISIONS,
+        "train.schedule": list(SCHEDULES),
+        "model.output_bias": OUTPUT_BIAS,
     }
 
 
 _POSITIVE = ("model.z_dim", "train.epochs", "train.batch_size", "train.lr", "train.num_particles",
              "train.eval_particles", "data.limit", "model.components", "model.likelihood_scale",
-             "train.clip_norm", "train.lr_decay", "data.valid_size", "train.beta")
+             "train.clip_norm", "train.lr_decay", "data.valid_size", "train.beta",
+             "train.adam_eps")
 _NON_NEGATIVE = ("train.warmup_epochs",)
 
 
@@ -223,7 +230,7 @@ def vae_kwargs(cfg: Config, x_shape: Sequence[int]) -> dict:
         x_shape=tuple(x_shape), z_dim=m.z_dim, prior=m.prior, likelihood=m.likelihood, net=m.net,
         hidden=list(m.hidden), channels=None if m.channels is None else list(m.channels),
         activation=m.activation, scale_fn=m.scale_fn, components=m.components,
-        likelihood_scale=m.likelihood_scale, learn_scale=m.learn_scale, beta=cfg.train.beta,
+        likelihood_scale=m.likelihood_scale, learn_scale=m.learn_scale,
     )
 
 

@@ -26,7 +26,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from pyrovae import checkpoint, objectives, plots
+from pyrovae import checkpoint, objectives, plots, schedules
 from pyrovae.config import (
     Config,
     apply_overrides,
@@ -41,7 +41,11 @@ from pyrovae.errors import PyrovaeError
 from pyrovae.model import VAE
 from pyrovae.optim import SVIStepper, TorchStepper, make_stepper
 
-METRICS = ("epoch", "train_elbo", "valid_elbo", "test_elbo", "kl", "recon", "beta", "lr",
+#: The columns of metrics.csv. ``train_objective`` is the training objective per example, as
+#: optimized: the beta-weighted ELBO (beta < 1 during warm-up) or the IWAE bound, averaged over
+#: the epoch's minibatches while the weights change; ``valid_elbo`` and ``test_elbo`` are the
+#: ELBO (beta = 1) of the model at the end of the epoch.
+METRICS = ("epoch", "train_objective", "valid_elbo", "test_elbo", "kl", "recon", "beta", "lr",
            "seconds")
 
 
@@ -97,7 +101,9 @@ class Run:
 
     @property
     def lr(self) -> float:
-        return self.cfg.train.lr * self.cfg.train.lr_decay ** self.epoch
+        """The learning rate of the current epoch under ``train.schedule``."""
+        t = self.cfg.train
+        return schedules.learning_rate(t.schedule, t.lr, self.epoch, t.epochs, t.lr_decay)
 
     def beta(self, steps_per_epoch: int) -> float:
         """KL weight: rises linearly to ``train.beta`` over ``train.warmup_epochs`` (from
@@ -138,6 +144,8 @@ def start(cfg: Config) -> Run:
     splits = load_splits(cfg, device)
     vae = checkpoint.build(cfg, splits.x_shape).to(device)
     check_data(vae, splits)
+    if cfg.model.output_bias == "data_mean":
+        vae.set_output_bias_to_mean(splits.train.mean(0))
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint.atomic_write_text(to_yaml(cfg), run_dir / "config.yaml")
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
@@ -171,7 +179,8 @@ def resume(run_dir: str | Path, overrides: list[str] | tuple = ()) -> Run:
 
 def stepper(cfg: Config, vae: VAE) -> SVIStepper | TorchStepper:
     t = cfg.train
-    return make_stepper(t.engine, vae, t.loss, t.num_particles, t.lr, t.clip_norm, t.precision)
+    return make_stepper(t.engine, vae, t.loss, t.num_particles, t.lr, t.clip_norm, t.precision,
+                        t.adam_eps)
 
 
 def train_epoch(run: Run) -> dict:
@@ -180,13 +189,13 @@ def train_epoch(run: Run) -> dict:
     steps = math.ceil(n / cfg.train.batch_size)
     vae.train()
     vae.validate_inputs = False  # the data was checked once in check_data
-    total, began = 0.0, time.perf_counter()
+    total, began, cpu = 0.0, time.perf_counter(), time.process_time()
     bar = tqdm(total=steps, desc=f"epoch {run.epoch + 1}/{cfg.train.epochs}", leave=False,
                disable=None if cfg.train.progress else True, dynamic_ncols=True)
     try:
         for i, batch in enumerate(run.splits.train_batches(cfg.train.batch_size, run.generator)):
-            vae.beta = run.beta(steps)
-            loss = run.stepper.step(batch, n)
+            beta = run.beta(steps)
+            loss = run.stepper.step(batch, n, beta)
             if not math.isfinite(loss):
                 raise PyrovaeError(
                     f"training diverged at epoch {run.epoch + 1}, step {i + 1} (loss {loss}): "
@@ -196,13 +205,14 @@ def train_epoch(run: Run) -> dict:
             run.step += 1
             total += loss
             if i % 10 == 0:
-                bar.set_postfix(elbo=f"{-total / (i + 1) / n:.2f}")
+                bar.set_postfix(objective=f"{-total / (i + 1) / n:.2f}")
             bar.update()
     finally:
         bar.close()
         vae.validate_inputs = True
     seconds = time.perf_counter() - began
-    return {"train_elbo": -total / steps / n, "beta": vae.beta, "seconds": seconds}
+    return {"train_objective": -total / steps / n, "beta": beta, "seconds": seconds,
+            "cpu_seconds": time.process_time() - cpu}
 
 
 def evaluate_epoch(run: Run) -> dict:
@@ -244,7 +254,7 @@ def run_epoch(run: Run, log=print) -> dict:
         run.save_best()
     run.save()
     write_metrics(run)
-    log(f"epoch {row['epoch']:>3}: train ELBO {row['train_elbo']:9.3f}  valid ELBO "
+    log(f"epoch {row['epoch']:>3}: train objective {row['train_objective']:9.3f}  valid ELBO "
         f"{row['valid_elbo']:9.3f}  test ELBO {row['test_elbo']:9.3f}  (KL {row['kl']:.2f}, "
         f"recon {row['recon']:.2f}) nats/example, {row['seconds']:.1f} s")
     return row

@@ -3,9 +3,10 @@
 Kingma & Welling (2013), "Auto-Encoding Variational Bayes". The ELBO that ``Trace_ELBO``
 estimates from these two programs is
 
-    ELBO(x) = E_q(z|x)[log p(x|z)] - beta * KL(q(z|x) || p(z)),      (K&W eq. 3 when beta = 1)
+    ELBO(x) = E_q(z|x)[log p(x|z)] - KL(q(z|x) || p(z)),      (K&W eq. 3)
 
-and the accessors ``prior()``, ``encode(x)`` and ``decode(z)`` return the very distributions that
+the training objectives (ELBO, IWAE, ...; KL weight beta) live in ``pyrovae.objectives``, and the
+accessors ``prior()``, ``encode(x)`` and ``decode(z)`` return the very distributions that
 ``model`` and ``guide`` sample from, so every term can be computed by hand.
 """
 
@@ -17,7 +18,6 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro import poutine
 from pyro.nn import PyroModule
 
 from pyrovae.errors import PyrovaeError
@@ -58,8 +58,6 @@ class VAE(PyroModule):
         components: K for the ``mog`` and ``vamp`` priors.
         likelihood_scale, learn_scale: scale of ``gaussian``/``laplace`` and whether it is learned
             (``none`` | ``global`` | ``pixel``).
-        beta: KL weight; beta = 1 is the exact ELBO, beta != 1 the beta-VAE objective
-            (Higgins et al. 2017), and annealing sets it per step.
 
     Each VAE registers its parameters in Pyro's global parameter store under its own prefix
     (``vae0.encoder...``, ``vae1.encoder...``), so that ``pyro.infer.SVI`` and ``pyro.optim``
@@ -80,17 +78,12 @@ class VAE(PyroModule):
         components: int | None = None,
         likelihood_scale: float | None = None,
         learn_scale: str | None = None,
-        beta: float = 1.0,
     ) -> None:
         super().__init__(name=f"vae{next(_INSTANCES)}")
         self.x_shape = _shape(x_shape)
         if int(z_dim) != z_dim or z_dim < 1:
             raise PyrovaeError(f"z_dim must be a positive integer, got {z_dim!r}")
         self.z_dim = int(z_dim)
-        if not beta > 0:
-            raise PyrovaeError(f"beta must be > 0 (Pyro cannot scale a site by {beta}); use a "
-                               "small value such as 1e-3 for almost no KL")
-        self.beta = float(beta)
         self.validate_inputs = True
         options = {"hidden": hidden, "activation": activation}
         if channels is not None:
@@ -125,6 +118,22 @@ class VAE(PyroModule):
         """p(x|z): batch shape ``z.shape[:-1]``, event shape ``x_shape`` (one whole example)."""
         return self.likelihood(self.decoder(z))
 
+    def set_output_bias_to_mean(self, mean: torch.Tensor, eps: float = 1e-3) -> None:
+        """Start the decoder's output bias at the likelihood's parameter of ``mean`` (the
+        training data's mean example): the logit of the mean pixel for ``bernoulli`` (Burda et
+        al. 2015 start this way), the mean itself for a location (``gaussian``, ``laplace``).
+        Before any training the decoder then predicts the data's mean image."""
+        name = type(self.likelihood).__name__.lower()
+        if name == "bernoulli":
+            p = mean.clamp(eps, 1 - eps)
+            value = p.log() - (-p).log1p()
+        elif name in ("gaussian", "laplace"):
+            value = mean
+        else:
+            raise PyrovaeError(f"model.output_bias=data_mean is for the bernoulli, gaussian and "
+                               f"laplace likelihoods, not {name}: use model.output_bias=default")
+        self.decoder.set_output_bias(value.to(next(self.decoder.parameters()).dtype))
+
     # ---- the Pyro program ----------------------------------------------------------------
 
     def model(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
@@ -133,16 +142,15 @@ class VAE(PyroModule):
         batch = x.shape[0]
         prior = self.prior()
         with _data_plate(x, num_data):
-            with poutine.scale(scale=self.beta):
-                z = pyro.sample("z", prior.expand([batch]))
+            z = pyro.sample("z", prior.expand([batch]))
             pyro.sample("x", self.decode(z), obs=x)
         return z
 
     def guide(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
-        """q(z|x): the amortized diagonal Gaussian, scaled like the model's ``z`` site by beta."""
+        """q(z|x): the amortized diagonal Gaussian, in the same ``data`` plate as the model."""
         self.check(x)
         q = self.encode(x)
-        with _data_plate(x, num_data), poutine.scale(scale=self.beta):
+        with _data_plate(x, num_data):
             return pyro.sample("z", q)
 
     # ---- input checks --------------------------------------------------------------------

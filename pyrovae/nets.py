@@ -116,6 +116,12 @@ class MLPDecoder(PyroModule):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).to(z.dtype).reshape(z.shape[:-1] + self.out_shape)
 
+    def set_output_bias(self, value: torch.Tensor) -> None:
+        """Set the last layer's bias so that the output is ``value`` (shape ``x_shape``) where
+        the layer's weights contribute nothing."""
+        with torch.no_grad():
+            self.net[-1].bias.copy_(value.reshape(-1))
+
 
 def _as_channels(x_shape: tuple[int, ...]) -> tuple[int, ...]:
     """The (C, *spatial) shape the conv nets work on: a flat vector (D,) becomes (1, D)."""
@@ -214,6 +220,13 @@ class ConvDecoder(PyroModule):
         batch = z.shape[:-1]
         h = self.dense(z.reshape(-1, z.shape[-1])).reshape((-1,) + self._start)
         return self.deconv(h).to(z.dtype).reshape(batch + self.out_shape)
+
+    def set_output_bias(self, value: torch.Tensor) -> None:
+        """Set the last transposed convolution's bias (one per channel) to the mean of ``value``
+        (shape ``x_shape``) over each channel."""
+        channels = _as_channels(self.out_shape)[0]
+        with torch.no_grad():
+            self.deconv[-1].bias.copy_(value.reshape(channels, -1).mean(-1))
 
 
 NETS: dict[str, tuple[type[Encoder], type[nn.Module]]] = {

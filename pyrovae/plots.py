@@ -83,15 +83,16 @@ def interpolation(vae: VAE, x: torch.Tensor, path: str | Path, pairs: int = 8,
 
 
 def elbo_curves(rows: Sequence[dict], path: str | Path) -> Path:
-    """Train, validation and test ELBO (nats per example) against the epoch."""
+    """The training objective (as optimized: beta-weighted during warm-up, or the IWAE bound)
+    and the validation and test ELBO (beta = 1), nats per example, against the epoch."""
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = [r["epoch"] for r in rows]
-    for key, label in (("train_elbo", "train"), ("valid_elbo", "validation"),
-                       ("test_elbo", "test")):
+    for key, label in (("train_objective", "training objective (as optimized)"),
+                       ("valid_elbo", "validation ELBO"), ("test_elbo", "test ELBO")):
         if rows and key in rows[0]:
             ax.plot(epochs, [r[key] for r in rows], marker="o", label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("ELBO (nats per example)")
+    ax.set_ylabel("nats per example")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

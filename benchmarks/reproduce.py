@@ -1,0 +1,198 @@
+"""Time to nats: train a config under a budget of training minutes and measure the test
+log-likelihood along the way, against Burda et al. (2015), Table 1.
+
+    PYROVAE_DATA_MIRROR=../shared/data python benchmarks/reproduce.py run \
+        --config configs/burda_vae.yaml --minutes 120 --eval-at 15 30 60 90 120 \
+        --run-dir runs/reproduce/burda_vae --json benchmarks/results/reproduce_burda_vae.json
+    python benchmarks/reproduce.py plot benchmarks/results/reproduce_*.json \
+        --out docs/figures/time_to_nats.png
+
+``run`` is a ``pyrovae.fit`` run (checkpoint and metrics.csv after every epoch, in
+``--run-dir``). The clock counts training only: the epochs' training seconds, without the
+per-epoch validation/test ELBO and without the log-likelihood measurements. ``--clock cpu``
+counts the process's CPU seconds instead of wall seconds: with ``OMP_NUM_THREADS=1`` that is the
+time on one core, whatever else the machine runs (the JSON holds both clocks). When the clock
+passes each ``--eval-at`` mark, training pauses: the model of that moment is saved
+(``RUN_DIR/at_<minutes>min.pt``) and its test log-likelihood measured, the IWAE estimate with K
+= ``--iwae-samples`` (5,000) samples per image (Burda et al. 2015, eq. 8) on the dynamically
+binarized MNIST test set (binarized once with a fixed seed), all 10,000 images unless
+``--images`` says fewer (a fixed random subset, the same for every mark and run). The JSON and
+the curve are rewritten after every measurement, so a run stopped at any point keeps its curve.
+``evaluate`` measures a saved model again (e.g. the last one on all 10,000 images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import write_json  # noqa: E402
+
+from pyrovae import checkpoint, diagnostics, fit  # noqa: E402
+from pyrovae.config import load_config  # noqa: E402
+from pyrovae.errors import PyrovaeError  # noqa: E402
+from pyrovae.files import atomic_save, atomic_write  # noqa: E402
+
+#: Burda et al. (2015), Table 1, MNIST, one stochastic layer: -log p(x), IWAE-5000 estimate.
+PUBLISHED = {"VAE, k = 1 (Burda et al. 2015)": 86.76, "IWAE, k = 50 (Burda et al. 2015)": 84.78}
+SUBSET_SEED = 2015
+
+
+def test_subset(x: torch.Tensor, images: int | None) -> torch.Tensor:
+    """All test images, or a fixed random subset of ``images`` of them."""
+    if images is None or images >= x.shape[0]:
+        return x
+    g = torch.Generator().manual_seed(SUBSET_SEED)
+    return x[torch.randperm(x.shape[0], generator=g)[:images].to(x.device)]
+
+
+def log_likelihood(vae, x: torch.Tensor, samples: int, batch: int) -> dict:
+    """Mean IWAE-``samples`` log p(x) over ``x``, with its standard error over images."""
+    torch.manual_seed(0)
+    vae.eval()
+    with torch.no_grad():
+        ll = diagnostics.importance_sampling(vae, x, samples, batch_size=batch).log_likelihood
+    return {"log_likelihood": ll.mean().item(), "stderr": (ll.std() / math.sqrt(len(ll))).item(),
+            "images": int(x.shape[0]), "iwae_samples": samples}
+
+
+def run(args) -> dict:
+    cfg = load_config(args.config, ["train.progress=false", f"run_dir={args.run_dir}", *args.set])
+    r = fit.start(cfg)
+    x = test_subset(r.splits.test, args.images)
+    marks = sorted(args.eval_at)
+    out = {"config": args.config, "overrides": args.set, "clock": args.clock,
+           "minutes_budget": args.minutes, "device": str(r.splits.device),
+           "threads": torch.get_num_threads(), "loss": cfg.train.loss,
+           "num_particles": cfg.train.num_particles, "engine": cfg.train.engine,
+           "epochs_scheduled": cfg.train.epochs, "epochs": [], "curve": []}
+    clock = {"wall": 0.0, "cpu": 0.0}
+    began = time.perf_counter()
+    while r.epoch < cfg.train.epochs and clock[args.clock] < args.minutes * 60:
+        row = fit.run_epoch(r, log=lambda *_: None)
+        clock["wall"] += row["seconds"]
+        clock["cpu"] += row["cpu_seconds"]
+        out["epochs"].append({"epoch": r.epoch, "train_minutes": clock[args.clock] / 60,
+                              "test_elbo": row["test_elbo"], "lr": row["lr"]})
+        done = r.epoch >= cfg.train.epochs or clock[args.clock] >= args.minutes * 60
+        while marks and (clock[args.clock] >= marks[0] * 60 or done):
+            mark = marks.pop(0)
+            atomic_save({"model": r.vae.state_dict(), "config": r.state()["config"],
+                         "x_shape": r.splits.x_shape},
+                        Path(args.run_dir) / f"at_{mark:g}min.pt")
+            point = {"mark_minutes": mark, "train_minutes": clock[args.clock] / 60,
+                     "train_wall_minutes": clock["wall"] / 60,
+                     "train_cpu_minutes": clock["cpu"] / 60, "epoch": r.epoch,
+                     "test_elbo": row["test_elbo"],
+                     **log_likelihood(r.vae, x, args.iwae_samples, args.batch),
+                     "elapsed_minutes": (time.perf_counter() - began) / 60}
+            out["curve"].append(point)
+            print(f"{point['train_minutes']:.1f} training minutes (epoch {r.epoch}): test ELBO "
+                  f"{row['test_elbo']:.2f}, log p(x) {point['log_likelihood']:.2f} "
+                  f"± {point['stderr']:.2f} (IWAE-{args.iwae_samples}, {point['images']} "
+                  "images)", flush=True)
+            write_json(args.json, out)
+            if args.plot:
+                plot([out], args.plot)
+            r.vae.train()
+            if done:
+                break
+        if done:
+            break
+    write_json(args.json, out)
+    return out
+
+
+def evaluate(args) -> dict:
+    vae = checkpoint.load(args.model)
+    from pyrovae.fit import load_splits, resolve_device  # the run's own data, as trained on
+    splits = load_splits(vae.config, resolve_device("cpu"))
+    x = test_subset(splits.test, args.images)
+    result = {"model": args.model, **log_likelihood(vae, x, args.iwae_samples, args.batch)}
+    print(json.dumps(result))
+    write_json(args.json, result)
+    return result
+
+
+def plot(results: list[dict], path: str | Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for res in results:
+        pts = res["curve"]
+        if not pts:
+            continue
+        label = (f"{res['loss']} k={res['num_particles']} ({res['engine']}, "
+                 f"{res['threads']} thread{'s' if res['threads'] > 1 else ''}, "
+                 f"{pts[-1]['images']} test images)")
+        ax.errorbar([p["train_minutes"] for p in pts], [-p["log_likelihood"] for p in pts],
+                    yerr=[p["stderr"] for p in pts], marker="o", capsize=3, label=label)
+    for name, nats in PUBLISHED.items():
+        ax.axhline(nats, ls="--", lw=1, color="grey")
+        ax.text(ax.get_xlim()[0], nats, " " + name, va="bottom", fontsize=8, color="grey")
+    clock = results[0].get("clock", "wall") if results else "wall"
+    ax.set_xlabel(f"training minutes ({'CPU time of one core' if clock == 'cpu' else 'wall'})")
+    ax.set_ylabel("test -log p(x), IWAE-5000 (nats)")
+    ax.set_title("Time to nats: one-stochastic-layer VAE on dynamically binarized MNIST")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="train under a budget and measure the curve")
+    r.add_argument("--config", required=True)
+    r.add_argument("--minutes", type=float, required=True, help="training minutes at most")
+    r.add_argument("--eval-at", type=float, nargs="+", required=True, metavar="MINUTES")
+    r.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    r.add_argument("--run-dir", required=True)
+    r.add_argument("--set", action="append", default=[], metavar="key=value")
+    r.add_argument("--plot", help="also draw this run's curve here")
+    e = sub.add_parser("evaluate", help="measure a saved model (at_<minutes>min.pt)")
+    e.add_argument("model")
+    for p in (r, e):
+        p.add_argument("--iwae-samples", type=int, default=5000)
+        p.add_argument("--images", type=int, default=None, help="a fixed random subset")
+        p.add_argument("--batch", type=int, default=100, help="test images per IWAE batch")
+        p.add_argument("--json")
+    pl = sub.add_parser("plot", help="draw the curves of several runs' JSON files")
+    pl.add_argument("results", nargs="+")
+    pl.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    try:
+        if args.command == "run":
+            if args.minutes <= 0 or min(args.eval_at) <= 0:
+                raise PyrovaeError("--minutes and every --eval-at mark must be > 0")
+            run(args)
+        elif args.command == "evaluate":
+            evaluate(args)
+        else:
+            plot([json.loads(Path(f).read_text()) for f in args.results], args.out)
+    except PyrovaeError as err:
+        print(f"reproduce: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
