@@ -1,9 +1,10 @@
 import math
 
+import pyro
 import pytest
 import torch
 
-from pyrovae import VAE
+from pyrovae import VAE, likelihoods
 from pyrovae.errors import PyrovaeError
 from pyrovae.likelihoods import LIKELIHOODS, build_likelihood
 
@@ -44,12 +45,107 @@ def test_learned_scale(learn, shape):
     assert build_likelihood("gaussian", SHAPE, learn_scale="none").scale.requires_grad is False
 
 
-def test_continuous_bernoulli_is_normalised_on_unit_interval():
+LOGITS = (-50.0, -30.0, -20.0, -12.0, -3.0, -0.5, -0.01, 0.0, 1e-3, 0.3, 0.5, 2.5, 15.0, 50.0)
+
+
+def _quadrature(density) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fine grid on [0, 1] (float32, as the models use) and the float32 density of each
+    logit of LOGITS on it, shape (len(LOGITS), grid)."""
+    grid = torch.linspace(0, 1, 40001)
+    logits = torch.tensor(LOGITS)[:, None].expand(-1, grid.shape[0])
+    return grid, density(logits).log_prob(grid.expand_as(logits)).double().exp()
+
+
+def _integral(values: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    return torch.trapezoid(values, grid.double(), dim=-1)
+
+
+def test_continuous_bernoulli_is_normalised_for_every_logit_in_float32():
     lik = build_likelihood("continuous_bernoulli", (1,))
-    grid = torch.linspace(0, 1, 20001)[:, None]
-    for logit in (-3.0, 0.0, 0.01, 2.5):
-        dens = lik(torch.full((grid.shape[0], 1), logit)).log_prob(grid).exp()
-        assert abs(torch.trapezoid(dens, grid[:, 0]).item() - 1) < 1e-4
+    grid, dens = _quadrature(lambda logits: lik.base(logits))
+    assert dens.dtype == torch.float64 and lik.base(torch.zeros(3)).log_prob(
+        torch.zeros(3)).dtype == torch.float32
+    # trapezoid error ~ h^2 L^2 / 12 < 2e-7 at |L| = 50; float32 rounding ~ 1e-7
+    assert (_integral(dens, grid) - 1).abs().max() < 1e-4
+
+
+def test_torch_continuous_bernoulli_fails_the_same_check():
+    """The test double: torch's own class, clamped in the normaliser only, integrates to 0.32
+    at |L| = 50 and 0.80 at |L| = 20, so the check above can fail."""
+    grid, dens = _quadrature(lambda logits: torch.distributions.ContinuousBernoulli(logits=logits))
+    mass = dict(zip(LOGITS, _integral(dens, grid).tolist()))
+    assert abs(mass[-3.0] - 1) < 1e-4  # fine in the middle
+    assert mass[-20.0] < 0.81 and mass[-50.0] < 0.33 and mass[50.0] < 0.33
+
+
+def test_continuous_bernoulli_log_normaliser_is_the_closed_form():
+    """log p(x) = x L - softplus(L) + log(L / tanh(L / 2)), against float64, and torch's value
+    where torch is right (|L| < 10), including its own Taylor region near L = 0."""
+    logits = torch.tensor(LOGITS)
+    x = torch.rand(len(LOGITS), generator=torch.Generator().manual_seed(0))
+    d = build_likelihood("continuous_bernoulli", (1,)).base(logits)
+    l64, x64 = logits.double(), x.double()
+    safe = torch.where(l64 == 0, torch.ones_like(l64), l64)
+    log_c = (safe / torch.tanh(safe / 2)).log()
+    log_c = torch.where(l64 == 0, torch.full_like(l64, math.log(2)), log_c)
+    exact = x64 * l64 - torch.nn.functional.softplus(l64) + log_c
+    torch.testing.assert_close(d.log_prob(x).double(), exact, rtol=1e-6, atol=1e-6)
+    inner = logits.abs() < 10
+    torch.testing.assert_close(
+        d.log_prob(x)[inner],
+        torch.distributions.ContinuousBernoulli(logits=logits[inner]).log_prob(x[inner]),
+        rtol=1e-5,
+        atol=2e-5,
+    )
+    # near L = 0: log 2 + L^2 / 12 (not L^2 / 24)
+    small = torch.tensor([1e-3, 0.1, 0.4])
+    ds = build_likelihood("continuous_bernoulli", (1,)).base(small)
+    shift = ds.log_prob(torch.zeros(3)) + torch.nn.functional.softplus(small)
+    torch.testing.assert_close(shift, math.log(2) + small**2 / 12 - 7 * small**4 / 1440)
+
+
+def test_continuous_bernoulli_mean_variance_and_sampling():
+    lik = build_likelihood("continuous_bernoulli", (1,))
+    grid, dens = _quadrature(lambda logits: lik.base(logits))
+    mean = _integral(dens * grid.double(), grid)
+    var = _integral(dens * (grid.double() - mean[:, None]) ** 2, grid)
+    d = lik.base(torch.tensor(LOGITS))
+    torch.testing.assert_close(d.mean.double(), mean, rtol=0, atol=1e-6)
+    torch.testing.assert_close(d.variance.double(), var, rtol=1e-4, atol=1e-7)
+    # the mean the figures use: 1 - 1/L for a large logit, not torch's clamped value
+    assert abs(d.mean[-1].item() - (1 - 1 / 50)) < 1e-6
+    # sampling by the inverse CDF: the sample mean within 4 standard errors of .mean
+    n = 20000
+    pyro.set_rng_seed(0)
+    draws = d.sample((n,))
+    assert ((draws >= 0) & (draws <= 1)).all()
+    z = (draws.double().mean(0) - d.mean.double()) / (d.variance.double() / n).sqrt()
+    assert z.abs().max() < 4, z
+    u = torch.rand(100, len(LOGITS))
+    torch.testing.assert_close(d.cdf(d.icdf(u)), u, rtol=0, atol=2e-5)
+
+
+def test_continuous_bernoulli_gradient_is_x_minus_mean():
+    """d log p / dL = x - E[x] for an exponential family: finite everywhere, also at L = 0."""
+    logits = torch.tensor(LOGITS, requires_grad=True)
+    x = torch.full((len(LOGITS),), 0.3)
+    d = build_likelihood("continuous_bernoulli", (1,)).base(logits)
+    (grad,) = torch.autograd.grad(d.log_prob(x).sum(), logits)
+    torch.testing.assert_close(grad, x - d.mean.detach(), rtol=0, atol=2e-6)
+
+
+def test_continuous_bernoulli_at_exact_zeros_and_ones():
+    """Exact 0s and 1s pass the data check; their log-density is finite for every finite logit
+    but grows like log |L| as the decoder saturates (no cap)."""
+    vae = VAE(x_shape=SHAPE, z_dim=2, hidden=[8], likelihood="continuous_bernoulli")
+    vae.check(torch.bernoulli(torch.full((4, *SHAPE), 0.5)))  # no error
+    lik = build_likelihood("continuous_bernoulli", (1,))
+    logits = torch.tensor([-1e3, -50.0, -20.0, 20.0, 50.0, 1e3])
+    x = (logits > 0).float()  # each logit saturating towards its value
+    lp = lik.base(logits).log_prob(x)
+    assert torch.isfinite(lp).all()
+    torch.testing.assert_close(lp, logits.abs().log(), rtol=0, atol=1e-6)
+    assert lp[0] > lp[1] > lp[2] > 2.77  # above torch's old cap of 2.77 nats per value
 
 
 def test_bernoulli_refuses_grey_levels_and_names_the_fixes():
@@ -74,3 +170,63 @@ def test_unknown_likelihood_and_bad_scale():
         VAE(likelihood="gaussian", likelihood_scale=0.0)
     with pytest.raises(PyrovaeError, match="unknown learn_scale"):
         VAE(likelihood="laplace", learn_scale="channel")
+
+
+# ---- the floor of learned scales -------------------------------------------------------------
+
+
+def _fit_scale_to_constant_data(min_scale: float | None, name: str) -> tuple[float, float]:
+    """Learn a global scale by Adam on data that the location predicts exactly (a constant
+    pixel): the likelihood rises as the scale shrinks. Returns (scale, log-density)."""
+    pyro.clear_param_store()  # a PyroParam is shared through the param store by its name
+    lik = build_likelihood(name, (4,), scale=0.1, learn_scale="global", min_scale=min_scale)
+    x, loc = torch.full((16, 4), 0.0), torch.zeros(16, 4)
+    opt = torch.optim.Adam(lik.parameters(), lr=0.1)
+    for _ in range(300):
+        opt.zero_grad()
+        loss = -lik(loc).log_prob(x).mean()
+        loss.backward()
+        opt.step()
+    return lik.scale.item(), -loss.item() / 4
+
+
+@pytest.mark.parametrize("name, bound", [
+    ("gaussian", lambda s: -math.log(s) - 0.5 * math.log(2 * math.pi)),
+    ("laplace", lambda s: -math.log(2 * s)),
+])
+def test_a_learned_scale_stops_at_its_floor(name, bound):
+    # without a floor (the test double) the scale runs away: 300 Adam steps of 0.1 in log-scale
+    # take it from 0.1 to about e^-30 and the log-density up by as many nats
+    scale, log_p = _fit_scale_to_constant_data(0.0, name)
+    assert scale < 1e-9 and log_p > 20
+    scale, log_p = _fit_scale_to_constant_data(None, name)  # the default floor
+    floor = likelihoods.MIN_SCALE
+    # at the floor (Adam's steps shrink near it: within 5%), and the log-density at its bound
+    assert floor <= scale < floor * 1.05
+    assert bound(floor) - 0.05 < log_p <= bound(floor) + 1e-4
+    scale, _ = _fit_scale_to_constant_data(0.05, name)
+    assert 0.05 <= scale < 0.05 * 1.05
+
+
+@pytest.mark.parametrize("learn, shape", [("global", ()), ("pixel", SHAPE)])
+def test_the_floor_holds_for_any_parameter_value(learn, shape):
+    pyro.clear_param_store()
+    lik = build_likelihood("gaussian", SHAPE, scale=0.5, learn_scale=learn, min_scale=0.01)
+    assert lik.min_scale == 0.01 and torch.allclose(lik.scale, torch.tensor(0.5))
+    with torch.no_grad():
+        lik.scale_unconstrained.fill_(-1e4)  # as far down as a parameter can go
+    assert lik.scale.shape == shape and bool((lik.scale == 0.01).all())
+    fixed = build_likelihood("gaussian", SHAPE, scale=1e-4)  # a fixed scale is the user's choice
+    assert fixed.scale.item() == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"min_scale": -1.0}, "min_scale must be a number >= 0"),
+    ({"min_scale": float("nan")}, "min_scale must be a number >= 0"),
+    ({"min_scale": True}, "min_scale must be a number >= 0"),
+    ({"min_scale": 0.5, "scale": 0.5, "learn_scale": "pixel"}, "not above its floor"),
+])
+def test_bad_floors_are_one_line_errors(options, words):
+    with pytest.raises(PyrovaeError, match=words) as err:
+        build_likelihood("laplace", SHAPE, **options)
+    assert "\n" not in str(err.value)
