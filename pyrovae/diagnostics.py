@@ -44,6 +44,11 @@ from pyrovae.objectives import particle_chunks, trace_elbo_log_probs
 PARETO_K_THRESHOLD = 0.7
 #: The fewest importance samples from which a Pareto tail is fitted.
 PSIS_MIN_SAMPLES = 25
+#: PSIS treats an example's log weights as equal (k-hat -inf, no tail fit) when their spread is
+#: at most this times max(1, max |log w|): far above float64 rounding of sums of up to 10^6
+#: terms (<= 10^6 * 1.1e-16 relative), far below any spread that changes log p(x) (1e-7 nats at
+#: |log w| = 1000).
+EQUAL_WEIGHTS_RTOL = 1e-10
 #: Vehtari et al. (2021): chains have not mixed above this rank-normalized split r-hat.
 RHAT_THRESHOLD = 1.01
 #: Vehtari et al. (2021): at least this bulk ESS per chain.
@@ -148,9 +153,11 @@ def psis(log_weights: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray
     Returns the Pareto shape k-hat of each example's weight tail (Yao et al. 2018, Sec. 3;
     ``arviz.psislw``, which fits every example, sample axis last) and the PSIS estimate of
     log p(x): log (1/K) sum_k w~_k with the tail weights w~ replaced by the fitted Pareto's
-    quantiles and truncated at the largest raw weight (Vehtari et al. 2024, Sec. 3). k-hat is
-    ``inf`` where the tail could not be fitted, ``-inf`` where all K weights are equal (q is
-    the posterior). Both have shape ``(B,)``.
+    quantiles and truncated at the largest raw weight (Vehtari et al. 2024, Sec. 3). Both have
+    shape ``(B,)``. k-hat is ``inf`` where the tail could not be fitted, and ``-inf`` where the
+    K weights are equal up to rounding (q is the posterior): their spread max - min is at most
+    :data:`EQUAL_WEIGHTS_RTOL` times max(1, max |log w|); no tail is fitted to that noise (it
+    gives k-hats of noise, inf, or NaN estimates) and the estimate is the plain IWAE one.
     """
     lw = np.asarray(torch.as_tensor(log_weights).detach().cpu().double(), dtype=np.float64)
     if lw.ndim != 2:
@@ -161,24 +168,33 @@ def psis(log_weights: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray
             f"PSIS fits a Pareto tail to the largest weights and needs K >= {PSIS_MIN_SAMPLES} "
             f"importance samples per example, got K = {k}: draw more samples"
         )
-    smoothed, khat = az.psislw(np.ascontiguousarray(lw.T), reff=1.0, normalize=False)
-    smoothed = np.asarray(smoothed, dtype=np.float64)
-    top = smoothed.max(axis=-1, keepdims=True)
-    log_mean = np.log(np.exp(smoothed - top).sum(axis=-1)) + top[:, 0] - math.log(k)
-    khat = np.asarray(khat, dtype=np.float64).reshape(-1)
+    top = lw.max(axis=0)
+    log_mean = np.log(np.exp(lw - top).sum(axis=0)) + top - math.log(k)  # IWAE
+    khat = np.full(lw.shape[1], -math.inf)
     # equal weights (q proportional to p(z|x)) have no tail to fit: the best case, not inf
-    khat[np.ptp(lw, axis=0) == 0] = -math.inf
+    equal = np.ptp(lw, axis=0) <= EQUAL_WEIGHTS_RTOL * np.maximum(1.0, np.abs(lw).max(axis=0))
+    fit = ~equal
+    if fit.any():
+        smoothed, fitted = az.psislw(np.ascontiguousarray(lw[:, fit].T), reff=1.0, normalize=False)
+        smoothed = np.asarray(smoothed, dtype=np.float64).reshape(-1, k)
+        top = smoothed.max(axis=-1, keepdims=True)
+        log_mean[fit] = np.log(np.exp(smoothed - top).sum(axis=-1)) + top[:, 0] - math.log(k)
+        khat[fit] = np.asarray(fitted, dtype=np.float64).reshape(-1)
     return khat, log_mean
 
 
 def pareto_k_summary(khat: np.ndarray, threshold: float = PARETO_K_THRESHOLD) -> dict:
     """Mean, quantiles and maximum of the k-hats, and the fraction above ``threshold`` (an
-    unfitted tail, k-hat = inf, counts as above)."""
+    unfitted tail, k-hat = inf, counts as above; equal weights, k-hat = -inf, as below)."""
     k = np.asarray(khat, dtype=np.float64)
     qs = (0.05, 0.25, 0.5, 0.75, 0.95)
+    with np.errstate(invalid="ignore"):
+        quantiles = np.quantile(k, qs)
+    # interpolating between infinite k-hats (-inf: equal weights) gives NaN: the lower one then
+    quantiles = np.where(np.isnan(quantiles), np.quantile(k, qs, method="lower"), quantiles)
     return {
         "pareto_k_mean": float(np.mean(k)),
-        "pareto_k_quantiles": {str(q): float(v) for q, v in zip(qs, np.quantile(k, qs))},
+        "pareto_k_quantiles": {str(q): float(v) for q, v in zip(qs, quantiles)},
         "pareto_k_max": float(np.max(k)),
         "pareto_k_frac_bad": float(np.mean(k > threshold)),
         "pareto_k_threshold": threshold,

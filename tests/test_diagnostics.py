@@ -203,14 +203,51 @@ def test_pareto_k_is_small_for_a_wide_proposal_and_large_for_a_narrow_one():
     assert summary["pareto_k_quantiles"]["0.05"] <= summary["pareto_k_quantiles"]["0.95"]
 
 
-def test_pareto_k_is_small_when_q_is_the_exact_posterior():
+@pytest.fixture(scope="module")
+def exact_posterior_weights():
+    """200 examples of the linear-Gaussian VAE whose encoder is the exact posterior: every
+    weight is p(x), up to float64 rounding (spreads of ~1e-14 nats)."""
     lg = LinearGaussian()
-    x = lg.sample(20)
-    khat, log_px = psis(log_importance_weights(lg.vae, x, 500))
-    assert np.all(khat < 0.5)  # weights equal up to rounding: nothing heavy in the tail
-    np.testing.assert_allclose(log_px, lg.marginal.log_prob(x).numpy(), rtol=0, atol=1e-6)
+    x = lg.sample(200)
+    pyro.set_rng_seed(0)
+    lw = log_importance_weights(lg.vae, x, 200)
+    spread = (lw.max(0).values - lw.min(0).values).numpy()
+    assert spread.max() < 1e-12 and (spread > 0).sum() > 100  # rounding noise, not zero
+    return lw, lg.marginal.log_prob(x).numpy()
+
+
+def test_pareto_k_is_minus_inf_when_q_is_the_exact_posterior(exact_posterior_weights):
+    lw, exact = exact_posterior_weights
+    khat, log_px = psis(lw)
+    assert np.all(khat == -np.inf)  # no tail fitted to rounding noise
+    np.testing.assert_allclose(log_px, exact, rtol=0, atol=1e-9)
+    summary = pareto_k_summary(khat)
+    assert summary["pareto_k_frac_bad"] == 0.0 and summary["pareto_k_max"] == -np.inf
+    assert all(v == -np.inf for v in summary["pareto_k_quantiles"].values())  # not NaN
     khat, log_px = psis(torch.full((100, 3), -2.0, dtype=F64))  # exactly equal weights
     assert np.all(khat == -np.inf) and np.allclose(log_px, -2.0)
+
+
+def test_psis_without_the_tolerance_fits_tails_to_rounding_noise(
+    exact_posterior_weights, monkeypatch
+):
+    """The test double: the old guard (spread == 0) fits a Pareto tail to the noise, giving
+    k-hats that mean nothing (finite or inf) and broken estimates."""
+    lw, exact = exact_posterior_weights
+    monkeypatch.setattr(diagnostics, "EQUAL_WEIGHTS_RTOL", 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        khat, log_px = psis(lw)
+    assert np.sum(khat != -np.inf) > 100
+    assert not np.allclose(log_px, exact, rtol=0, atol=1e-9, equal_nan=False)
+
+
+def test_psis_still_fits_a_small_real_spread():
+    """Above the tolerance (1e-9 relative here, 1e-10 is the threshold), weights are fitted."""
+    z = torch.randn(500, 4, generator=torch.Generator().manual_seed(0), dtype=F64)
+    khat, log_px = psis(-10.0 + 1e-8 * z)
+    assert np.all(np.isfinite(khat)) and np.all(khat < 0.5)
+    np.testing.assert_allclose(log_px, -10.0, rtol=0, atol=1e-7)
 
 
 def test_psis_of_a_vae_tracks_the_exact_log_likelihood_when_q_is_good():
