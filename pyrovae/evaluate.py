@@ -140,8 +140,21 @@ def bounds(vae: VAE, x: torch.Tensor, opts: Options) -> tuple[dict, dict]:
     return result, {"log_likelihood": iw.log_likelihood, "pareto_k": iw.pareto_k}
 
 
-def gaps(vae: VAE, x: torch.Tensor, log_likelihood: torch.Tensor, opts: Options) -> dict:
-    """The inference, approximation and amortization gaps on the first ``gap_examples``."""
+def gaps(
+    vae: VAE,
+    x: torch.Tensor,
+    log_likelihood: torch.Tensor,
+    opts: Options,
+    pareto_k: np.ndarray | None = None,
+) -> dict:
+    """The inference, approximation and amortization gaps on the first ``gap_examples``.
+
+    The inference and approximation gaps take the IWAE estimate as log p(x). Where an example's
+    PSIS k-hat (``pareto_k``) exceeds 0.7, or is unknown (K < 25), IWAE may sit far below
+    log p(x) (Yao et al. 2018), so those two gaps are lower bounds, possibly negative, not
+    estimates: ``gaps_reliable`` is then False, ``gap_pareto_k_frac_bad`` says for how many of
+    the examples, and ``gaps_note`` says it in words (the table marks both lines). The
+    amortization gap, ELBO[q*] - ELBO[q], does not use log p(x) and is not flagged."""
     n = min(opts.gap_examples, x.shape[0])
     if n == 0:
         return {"gap_examples": 0}
@@ -157,7 +170,31 @@ def gaps(vae: VAE, x: torch.Tensor, log_likelihood: torch.Tensor, opts: Options)
     _stat(result, "log_likelihood_gap_examples", log_likelihood[:n])
     for key, values in per.items():
         _stat(result, key, values)
+    result.update(gap_flags(pareto_k[:n] if pareto_k is not None else None, n))
     return result
+
+
+def gap_flags(pareto_k: np.ndarray | None, n: int) -> dict:
+    """Whether IWAE can stand for log p(x) in the gaps of ``n`` examples with these k-hats."""
+    threshold = diagnostics.PARETO_K_THRESHOLD
+    if pareto_k is None:
+        return {
+            "gaps_reliable": False,
+            "gap_pareto_k_frac_bad": None,
+            "gaps_note": (
+                f"no PSIS k-hat (K < {diagnostics.PSIS_MIN_SAMPLES}): the inference and "
+                "approximation gaps use IWAE as log p(x) unchecked and are lower bounds"
+            ),
+        }
+    bad = int(np.sum(~(np.asarray(pareto_k) <= threshold)))  # NaN and inf count as bad
+    flags = {"gaps_reliable": bad == 0, "gap_pareto_k_frac_bad": bad / n}
+    if bad:
+        flags["gaps_note"] = (
+            f"k-hat > {threshold} for {bad} of {n} gap examples: IWAE may be far below "
+            "log p(x) there, so the inference and approximation gaps are lower bounds (they "
+            "can come out negative), not estimates; raise --iwae-samples or train longer"
+        )
+    return flags
 
 
 def nuts(vae: VAE, x: torch.Tensor, opts: Options) -> tuple[dict | None, list]:
@@ -245,7 +282,7 @@ def evaluate(run_dir: str | Path, opts: Options | None = None) -> dict:
         active_threshold=diagnostics.ACTIVE_THRESHOLD,
     )
     clock.lap("bounds")
-    result.update(gaps(vae, x, per_example["log_likelihood"], opts))
+    result.update(gaps(vae, x, per_example["log_likelihood"], opts, per_example["pareto_k"]))
     clock.lap("gaps")
     result["nuts"], draws = nuts(vae, x, opts)
     clock.lap("nuts")
@@ -384,6 +421,7 @@ def format_table(r: dict) -> str:
         f"(Cov_x E_q[z_u] > {r['active_threshold']})"
     )
     if r.get("gap_examples"):
+        flag = "" if r.get("gaps_reliable", True) else "  [LOWER BOUND]"
         lines += [
             "",
             f"gaps on {r['gap_examples']} examples (Cremer et al. 2018; q* = Gaussian "
@@ -391,12 +429,15 @@ def format_table(r: dict) -> str:
             f"  {'log p(x), IWAE':<40}{_pm(r['log_likelihood_gap_examples'], None)}",
             f"  {'ELBO of the amortized q(z|x)':<40}{_pm(r['elbo_amortized'], None)}",
             f"  {'ELBO of the optimized q*':<40}{_pm(r['elbo_optimized'], None)}",
-            f"  {'inference gap':<40}{_pm(r['inference_gap'], r['inference_gap_stderr'])}",
+            f"  {'inference gap':<40}{_pm(r['inference_gap'], r['inference_gap_stderr'])}"
+            f"{flag}",
             f"  {'= approximation gap':<40}"
-            f"{_pm(r['approximation_gap'], r['approximation_gap_stderr'])}",
+            f"{_pm(r['approximation_gap'], r['approximation_gap_stderr'])}{flag}",
             f"  {'+ amortization gap':<40}"
             f"{_pm(r['amortization_gap'], r['amortization_gap_stderr'])}",
         ]
+        if r.get("gaps_note"):
+            lines.append(f"  [LOWER BOUND] {r['gaps_note']}")
     if r.get("nuts"):
         lines += ["", *_nuts_lines(r["nuts"])]
     figures = ", ".join(r.get("figures", [])) or "no figures"

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pyrovae import evaluate
@@ -183,3 +184,48 @@ def test_the_module_runs_as_a_command_and_fails_cleanly(tmp_path):
     )
     _one_line_error(proc.returncode, proc.stderr, proc.stdout)
     assert "does not exist" in proc.stderr
+
+
+# ---- gaps that rest on an unreliable log p(x) ------------------------------------------------
+
+
+def test_gap_flags_follow_the_pareto_k_of_the_gap_examples():
+    good = evaluate.gap_flags(np.array([0.1, 0.69, -np.inf, 0.7]), 4)
+    assert good == {"gaps_reliable": True, "gap_pareto_k_frac_bad": 0.0}
+    bad = evaluate.gap_flags(np.array([0.1, 0.71, np.inf, np.nan]), 4)  # the test double
+    assert bad["gaps_reliable"] is False and bad["gap_pareto_k_frac_bad"] == 0.75
+    assert "3 of 4" in bad["gaps_note"] and "lower bounds" in bad["gaps_note"]
+    unknown = evaluate.gap_flags(None, 4)
+    assert unknown["gaps_reliable"] is False and unknown["gap_pareto_k_frac_bad"] is None
+
+
+def _table_lines(result: dict) -> dict[str, str]:
+    text = evaluate.format_table(result)
+    return {name: next(line for line in text.splitlines() if line.strip().startswith(name))
+            for name in ("inference gap", "= approximation gap", "+ amortization gap")}
+
+
+def test_the_table_marks_gaps_that_are_lower_bounds(json_result):
+    result, _ = json_result
+    flagged = {**result, **evaluate.gap_flags(np.array([0.9] * 10), 10)}
+    flagged["approximation_gap"] = -0.58  # as observed: negative, since IWAE < log p(x)
+    lines = _table_lines(flagged)
+    assert "[LOWER BOUND]" in lines["inference gap"]
+    assert "[LOWER BOUND]" in lines["= approximation gap"] and "-0.58" in lines[
+        "= approximation gap"]
+    assert "[LOWER BOUND]" not in lines["+ amortization gap"]
+    assert "10 of 10 gap examples" in evaluate.format_table(flagged)
+    clean = {**result, **evaluate.gap_flags(np.array([0.3] * 10), 10)}
+    clean.pop("gaps_note", None)
+    assert not any("[LOWER BOUND]" in line for line in _table_lines(clean).values())
+    assert "LOWER BOUND" not in evaluate.format_table(clean)
+
+
+def test_json_says_whether_the_gaps_are_reliable(json_result):
+    r, _ = json_result
+    assert isinstance(r["gaps_reliable"], bool)
+    frac = r["gap_pareto_k_frac_bad"]
+    assert 0.0 <= frac <= 1.0 and r["gaps_reliable"] == (frac == 0.0)
+    assert ("gaps_note" in r) == (not r["gaps_reliable"])
+    # after one epoch most of the first 10 test images have k-hat > 0.7 (as over all 40)
+    assert frac > 0 and r["pareto_k_frac_bad"] > 0
