@@ -85,29 +85,44 @@ def _numbers(run_dir):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in _metrics(run_dir)]
 
 
+def _wait_until_training(proc, checkpoint_file: Path, timeout: float = 900) -> None:
+    """Until the run has written its first checkpoint (fit.start saves epoch 0 before
+    training) and printed its header line (it prints that once started or resumed, just before
+    training): a kill before then would leave nothing to resume on a slow machine (on 2 cores
+    shared with other jobs, the first checkpoint took over 3 minutes)."""
+    deadline = time.time() + timeout
+    while not checkpoint_file.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert checkpoint_file.exists() or proc.poll() is not None, f"no checkpoint in {timeout} s"
+    for line in proc.stdout:  # the header, or EOF if the process ended
+        if line.startswith("pyrovae.fit:"):
+            break
+
+
 def test_kill_9_and_resume_gives_the_numbers_of_an_uninterrupted_run(mirror, data_root,
                                                                      tmp_path):
     args = [*SMALL, "data.limit=1000", "train.epochs=4", f"data.root={data_root}",
             "train.num_particles=2"]
     plain = _cli([*args, f"run_dir={tmp_path / 'plain'}"])
-    assert plain.wait(timeout=300) == 0, plain.stderr.read()
+    assert plain.wait(timeout=900) == 0, plain.stderr.read()
     killed = tmp_path / "killed"
     proc = _cli([*args, f"run_dir={killed}"])
     rng = np.random.default_rng(0)
     kills = 0
-    for delay in rng.uniform(2.0, 5.0, size=6):
-        time.sleep(delay)
+    for delay in rng.uniform(0.5, 4.0, size=6):
+        _wait_until_training(proc, killed / "checkpoint.pt")
+        time.sleep(delay)  # then kill at a random moment of the training
         if proc.poll() is not None:
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
         proc = _cli(["--resume", str(killed)])
-    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    assert proc.wait(timeout=900) == 0, proc.stderr.read()
     assert kills >= 1
     assert _numbers(killed) == _numbers(tmp_path / "plain")
-    a = torch.load(killed / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=False)["model"]
+    a = torch.load(killed / "checkpoint.pt", weights_only=True)["model"]  # plain data
+    b = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
