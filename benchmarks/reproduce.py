@@ -6,6 +6,7 @@ log-likelihood along the way, against Burda et al. (2015), Table 1.
         --run-dir runs/reproduce/burda_vae --json benchmarks/results/reproduce_burda_vae.json
     python benchmarks/reproduce.py plot benchmarks/results/reproduce_*.json \
         --out docs/figures/time_to_nats.png
+    python benchmarks/reproduce.py table benchmarks/results/reproduce_*.json
 
 ``run`` is a ``pyrovae.fit`` run (checkpoint and metrics.csv after every epoch, in
 ``--run-dir``). The clock counts training only: the epochs' training seconds, without the
@@ -65,6 +66,13 @@ def log_likelihood(vae, x: torch.Tensor, samples: int, batch: int) -> dict:
             "images": int(x.shape[0]), "iwae_samples": samples}
 
 
+def reached(curve: list[dict]) -> dict:
+    """For each published number: the first measurement at or below it (-log p(x)), or None."""
+    return {name: next(({"train_minutes": p["train_minutes"], "epoch": p["epoch"]}
+                        for p in curve if -p["log_likelihood"] <= nats), None)
+            for name, nats in PUBLISHED.items()}
+
+
 def run(args) -> dict:
     cfg = load_config(args.config, ["train.progress=false", f"run_dir={args.run_dir}", *args.set])
     r = fit.start(cfg)
@@ -96,6 +104,7 @@ def run(args) -> dict:
                      **log_likelihood(r.vae, x, args.iwae_samples, args.batch),
                      "elapsed_minutes": (time.perf_counter() - began) / 60}
             out["curve"].append(point)
+            out["reached"] = reached(out["curve"])
             print(f"{point['train_minutes']:.1f} training minutes (epoch {r.epoch}): test ELBO "
                   f"{row['test_elbo']:.2f}, log p(x) {point['log_likelihood']:.2f} "
                   f"± {point['stderr']:.2f} (IWAE-{args.iwae_samples}, {point['images']} "
@@ -124,12 +133,10 @@ def evaluate(args) -> dict:
 
 
 def plot(results: list[dict], path: str | Path) -> Path:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for res in results:
         pts = res["curve"]
         if not pts:
@@ -149,10 +156,34 @@ def plot(results: list[dict], path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    finally:
-        plt.close(fig)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+
+
+#: Burda et al. (2015), Table 1 (MNIST, one stochastic layer), by (objective, K).
+PAPER = {("trace", 1): ("VAE, k = 1", 86.76), ("iwae", 50): ("IWAE, k = 50", 84.78)}
+
+
+def table(results: list[dict]) -> str:
+    """The reproduction table: each run's last measurement beside Burda et al.'s number."""
+    lines = ["| paper (Burda et al. 2015, Table 1) | pyrovae: test -log p(x), IWAE-5000 | "
+             "training minutes | hardware | command |", "|---|---|---|---|---|"]
+    for res in results:
+        if not res["curve"]:
+            continue
+        last = res["curve"][-1]
+        name, nats = PAPER.get((res["loss"], res["num_particles"]),
+                               (f"{res['loss']}, k = {res['num_particles']}", None))
+        paper = f"{name}: {nats:.2f}" if nats else f"{name} (not quoted here)"
+        clock = "CPU time of one core" if res["clock"] == "cpu" else "wall"
+        hardware = (f"{res['device']}, {res['threads']} thread"
+                    f"{'s' if res['threads'] > 1 else ''}")
+        sets = " ".join(f"--set {s}" for s in res["overrides"])
+        lines.append(
+            f"| {paper} | {-last['log_likelihood']:.2f} ± {last['stderr']:.2f} "
+            f"({last['images']:,} test images) | {last['train_minutes']:.1f} ({clock}; "
+            f"epoch {last['epoch']}) | {hardware} | `reproduce.py run --config "
+            f"{res['config']} --clock {res['clock']} {sets}` |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     pl = sub.add_parser("plot", help="draw the curves of several runs' JSON files")
     pl.add_argument("results", nargs="+")
     pl.add_argument("--out", required=True)
+    tb = sub.add_parser("table", help="print the reproduction table of several runs' JSON files")
+    tb.add_argument("results", nargs="+")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     try:
@@ -186,8 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             run(args)
         elif args.command == "evaluate":
             evaluate(args)
-        else:
+        elif args.command == "plot":
             plot([json.loads(Path(f).read_text()) for f in args.results], args.out)
+        else:
+            print(table([json.loads(Path(f).read_text()) for f in args.results]))
     except PyrovaeError as err:
         print(f"reproduce: {err}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ key or a bad value is a one-line :class:`PyrovaeError` naming the key and the va
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -46,6 +47,7 @@ class ModelConfig:
     components: int | None = None  # K for mog and vamp
     likelihood_scale: float | None = None  # gaussian / laplace scale (initial, if learned)
     learn_scale: str | None = None  # none | global | pixel
+    min_scale: float | None = None  # floor of a learned gaussian / laplace scale (1/1020)
     output_bias: str = "default"  # default | data_mean: decoder output bias at the data mean
 
 
@@ -55,7 +57,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     loss: str = "trace"  # trace | meanfield | analytic | iwae | iwae_dreg (pyrovae.objectives)
-    engine: str = "svi"  # svi | torch | traced | compiled (see pyrovae.optim)
+    engine: str = "auto"  # auto | svi | torch | traced | compiled (see pyrovae.optim)
     precision: str = "float32"  # float32 | bfloat16 (autocast matmuls; see BENCHMARKS.md)
     num_particles: int = 1  # particles per example (K of iwae / iwae_dreg)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -68,6 +70,8 @@ class TrainConfig:
     clip_norm: float | None = None  # gradient clipping (Pyro's ClippedAdam)
     eval_particles: int = 1  # particles per example for the validation/test ELBO
     progress: bool = True  # tqdm progress bar
+    tensorboard: bool = False  # per-epoch metrics and samples to RUN_DIR/tensorboard (extra)
+    threads: int | str = "auto"  # CPU threads: auto (fewer when the cores are busy) or N
 
 
 @dataclass
@@ -75,7 +79,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    run_dir: str = "runs/default"
+    run_dir: str = "runs/default"  # the folder of this config's runs: run_dir/version_N
+    run_name: str | None = None  # a run folder name inside run_dir instead of version_N
 
 
 def _choices() -> dict[str, Sequence[str]]:
@@ -108,7 +113,71 @@ _POSITIVE = ("model.z_dim", "train.epochs", "train.batch_size", "train.lr", "tra
              "train.eval_particles", "data.limit", "model.components", "model.likelihood_scale",
              "train.clip_norm", "train.lr_decay", "data.valid_size", "train.beta",
              "train.adam_eps")
-_NON_NEGATIVE = ("train.warmup_epochs",)
+_NON_NEGATIVE = ("train.warmup_epochs", "model.min_scale")
+#: Counts: whole numbers (a YAML or Python 2.5 here is refused, not truncated).
+_INTEGERS = ("model.z_dim", "train.epochs", "train.batch_size", "train.num_particles",
+             "train.eval_particles", "data.limit", "model.components", "train.seed")
+_FLOATS = ("train.lr", "model.likelihood_scale", "train.clip_norm", "train.lr_decay",
+           "data.valid_size", "train.beta", "train.adam_eps", "train.warmup_epochs",
+           "model.min_scale")
+_BOOLS = ("train.progress", "train.tensorboard")
+_STRINGS = ("data.name", "data.binarize", "model.prior", "model.likelihood", "model.net",
+            "model.activation", "model.scale_fn", "model.output_bias", "train.loss",
+            "train.engine", "train.precision", "train.device", "train.schedule")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_types(cfg: Config) -> None:
+    """The types a config built in Python (not through OmegaConf) can get wrong."""
+    for key in _INTEGERS:
+        value = _get(cfg, key)
+        if value is not None and not _is_int(value):
+            raise PyrovaeError(f"{key} must be a whole number, got {value!r}")
+    for key in _FLOATS:
+        value = _get(cfg, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not math.isfinite(value)):
+            raise PyrovaeError(f"{key} must be a finite number, got {value!r}")
+    for key in _BOOLS:
+        if not isinstance(_get(cfg, key), bool):
+            raise PyrovaeError(f"{key} must be true or false, got {_get(cfg, key)!r}")
+    for key in _STRINGS:
+        value = _get(cfg, key)
+        if not isinstance(value, str):
+            raise PyrovaeError(f"{key} must be a name, got {value!r}")
+    for key in ("model.hidden", "model.channels"):
+        value = _get(cfg, key)
+        if value is None and key == "model.channels":
+            continue
+        if not isinstance(value, list | tuple) or not all(_is_int(w) for w in value):
+            raise PyrovaeError(f"{key} must be a list of whole numbers such as [512, 256], "
+                               f"got {value!r}")
+
+
+def check_threads(value: Any, key: str = "train.threads") -> int | None:
+    """``auto`` -> None; a whole number >= 1 -> it; anything else -> one-line error."""
+    if value == "auto":
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if not _is_int(value) or value < 1:
+        raise PyrovaeError(f"{key} must be auto or a whole number >= 1 (CPU threads), "
+                           f"got {value!r}")
+    return value
+
+
+def _check_run_folder(cfg: Config) -> None:
+    if not isinstance(cfg.run_dir, str) or not cfg.run_dir.strip():
+        raise PyrovaeError(f"run_dir must name a folder (such as runs/mnist), got "
+                           f"{cfg.run_dir!r}")
+    name = cfg.run_name
+    if name is not None and (not isinstance(name, str) or not name.strip()
+                             or name in (".", "..", "latest") or "/" in name or "\\" in name):
+        raise PyrovaeError(f"run_name must be one folder name (no /, not . or .. or latest), "
+                           f"got {name!r}: the run goes to run_dir/run_name")
 
 
 def _get(cfg: Config, key: str) -> Any:
@@ -117,7 +186,11 @@ def _get(cfg: Config, key: str) -> Any:
 
 
 def validate(cfg: Config) -> Config:
-    """Check every value against its choices and range; return ``cfg`` unchanged."""
+    """Check every value against its type, choices and range; return ``cfg`` unchanged."""
+    if not isinstance(cfg, Config):
+        raise PyrovaeError(f"expected a pyrovae Config (pyrovae.config.load_config), got "
+                           f"{type(cfg).__name__}")
+    _check_types(cfg)
     for key, choices in _choices().items():
         value = _get(cfg, key)
         if value is not None and value not in choices:
@@ -129,8 +202,17 @@ def validate(cfg: Config) -> Config:
         if value is not None and not value > 0:
             raise PyrovaeError(f"{key} must be > 0, got {value!r}")
     for key in _NON_NEGATIVE:
-        if _get(cfg, key) < 0:
-            raise PyrovaeError(f"{key} must be >= 0, got {_get(cfg, key)!r}")
+        value = _get(cfg, key)
+        if value is not None and value < 0:
+            raise PyrovaeError(f"{key} must be >= 0, got {value!r}")
+    valid_size = cfg.data.valid_size
+    if valid_size is not None and valid_size >= 1 and valid_size != int(valid_size):
+        raise PyrovaeError(f"data.valid_size is a whole number of examples (>= 1) or a fraction "
+                           f"(< 1), got {valid_size!r}")
+    if not 0 <= cfg.train.seed < 2**32:
+        raise PyrovaeError(f"train.seed must be between 0 and 2**32 - 1, got {cfg.train.seed}")
+    check_threads(cfg.train.threads)
+    _check_run_folder(cfg)
     for width in [*cfg.model.hidden, *(cfg.model.channels or [])]:
         if width < 1:
             raise PyrovaeError(f"layer widths must be >= 1, got {width} in model.hidden/channels")
@@ -140,10 +222,12 @@ def validate(cfg: Config) -> Config:
         raise PyrovaeError(
             f"bad value {device!r} for train.device; choose auto, cpu, cuda or cuda:N"
         )
-    if cfg.model.channels is not None and cfg.model.net != "conv":
-        raise PyrovaeError(
-            f"model.channels is an option of model.net=conv, not {cfg.model.net}: remove it"
-        )
+    from pyrovae.model import check_component_options
+
+    m = cfg.model
+    check_component_options(m.prior, m.likelihood, m.net, {
+        name: getattr(m, name) for name in ("components", "likelihood_scale", "learn_scale",
+                                            "min_scale", "channels")}, prefix="model.")
     if cfg.data.name in ("folder", "npy") and not cfg.data.path:
         raise PyrovaeError(f"data.name={cfg.data.name} needs data.path (a folder or .npy file)")
     return cfg
@@ -230,7 +314,7 @@ def vae_kwargs(cfg: Config, x_shape: Sequence[int]) -> dict:
         x_shape=tuple(x_shape), z_dim=m.z_dim, prior=m.prior, likelihood=m.likelihood, net=m.net,
         hidden=list(m.hidden), channels=None if m.channels is None else list(m.channels),
         activation=m.activation, scale_fn=m.scale_fn, components=m.components,
-        likelihood_scale=m.likelihood_scale, learn_scale=m.learn_scale,
+        likelihood_scale=m.likelihood_scale, learn_scale=m.learn_scale, min_scale=m.min_scale,
     )
 
 

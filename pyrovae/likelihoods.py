@@ -31,6 +31,9 @@ def _range(x: torch.Tensor) -> str:
 class Likelihood(PyroModule):
     """Base likelihood over examples of shape ``x_shape``."""
 
+    #: The model options (config keys under ``model``) this likelihood takes.
+    options: tuple[str, ...] = ()
+
     def __init__(self, x_shape: tuple[int, ...], **_options) -> None:
         super().__init__()
         self.x_shape = tuple(x_shape)
@@ -197,6 +200,7 @@ class _LocScale(Likelihood):
     """
 
     family: type[dist.Distribution]
+    options = ("likelihood_scale", "learn_scale", "min_scale")
 
     def __init__(
         self,

@@ -229,6 +229,10 @@ class ConvDecoder(PyroModule):
             self.deconv[-1].bias.copy_(value.reshape(channels, -1).mean(-1))
 
 
+#: The model options (config keys under ``model``) each net takes besides ``hidden``,
+#: ``activation`` and ``scale_fn``, which every net takes.
+NET_OPTIONS: dict[str, tuple[str, ...]] = {"mlp": (), "conv": ("channels",)}
+
 NETS: dict[str, tuple[type[Encoder], type[nn.Module]]] = {
     "mlp": (MLPEncoder, MLPDecoder),
     "conv": (ConvEncoder, ConvDecoder),

@@ -10,6 +10,9 @@ behind one interface, by engine:
   replayed: the same operations without Pyro's Python at every step (``TracedStepper``).
 - ``compiled``: ``traced`` with the recorded graph compiled by ``torch.compile`` (seconds of
   compilation per batch shape, then the fastest step; see BENCHMARKS.md).
+- ``auto`` (the default): ``compiled`` where ``torch.compile`` has what it needs, else
+  ``traced``; a graph that fails to compile runs uncompiled and a step that cannot be recorded
+  runs eagerly, each with one warning (:func:`resolve_engine`).
 
 ``step(x, num_data, beta)`` takes the KL weight beta of the step (warm-up), which goes to the
 objective: nothing changes state on the model. All clip gradients per parameter when
@@ -31,6 +34,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import shutil
+import warnings
 from collections.abc import Callable, Iterator
 
 import pyro
@@ -43,7 +48,7 @@ from pyrovae import objectives
 from pyrovae.errors import PyrovaeError, choice_error
 from pyrovae.model import VAE
 
-ENGINES = ("svi", "torch", "traced", "compiled")
+ENGINES = ("auto", "svi", "torch", "traced", "compiled")
 PRECISIONS = ("float32", "bfloat16")
 
 
@@ -86,6 +91,11 @@ class SVIStepper:
         with pyro.validation_enabled(False), self.autocast():
             return self.svi.step(x, num_data=num_data, beta=beta)
 
+    def set_objective(self, objective) -> None:
+        """Train ``objective`` instead (``pyrovae.distributed`` puts DDP in front of the loss)."""
+        self.objective = objective
+        self.svi = SVI(self.vae.model, self.vae.guide, self.optim, objective)
+
     def set_lr(self, lr: float) -> None:
         for opt in self.optim.optim_objs.values():
             for group in opt.param_groups:
@@ -113,6 +123,13 @@ class TorchStepper:
         self.clip_norm = clip_norm
         self.autocast = functools.partial(autocast, _device(vae), precision)
         self.autocast()
+        #: Called with the parameters after every backward, before clipping and the update
+        #: (``pyrovae.distributed`` averages the gradients of the traced engines there).
+        self.after_backward: Callable[[list], None] | None = None
+
+    def set_objective(self, objective) -> None:
+        """Train ``objective`` instead (``pyrovae.distributed`` puts DDP in front of the loss)."""
+        self.objective = objective
 
     def backward(self, x: torch.Tensor, num_data: int, beta: float = 1.0) -> torch.Tensor:
         """The loss of the batch; its gradients in the parameters' ``.grad``."""
@@ -124,6 +141,8 @@ class TorchStepper:
 
     def step(self, x: torch.Tensor, num_data: int, beta: float = 1.0) -> float:
         loss = self.backward(x, num_data, beta)
+        if self.after_backward is not None:
+            self.after_backward(self.params)
         if self.clip_norm:
             for p in self.params:
                 torch.nn.utils.clip_grad_norm_(p, self.clip_norm)
@@ -150,8 +169,9 @@ class TracedStepper(TorchStepper):
 
     The graph takes the batch and beta as inputs and reads the parameters and buffers in place,
     so Adam's updates and KL warm-up reach it (the objective's gradient, even one computed with
-    an inner ``torch.autograd.grad`` as ``iwae_dreg``'s, is recorded as plain operations); ``num_data`` and train/eval mode are fixed per
-    graph (a new one is recorded when they change). Random draws stay in the graph as
+    an inner ``torch.autograd.grad`` as ``iwae_dreg``'s, is recorded as plain operations);
+    ``num_data`` and train/eval mode are fixed per graph (a new one is recorded when they
+    change). Random draws stay in the graph as
     operations on torch's generator (in the compiled graph too: inductor's ``fallback_random``),
     so a step draws the same noise as the ``torch`` engine. Tracing runs the step once for
     real, so the generator and the buffers are restored after it: it leaves no trace in the
@@ -160,16 +180,34 @@ class TracedStepper(TorchStepper):
 
     def __init__(self, vae: VAE, loss: str, num_particles: int, lr: float,
                  clip_norm: float | None = None, precision: str = "float32",
-                 adam_eps: float = 1e-8, compile: bool = False) -> None:
+                 adam_eps: float = 1e-8, compile: bool = False, fallback: bool = False) -> None:
         super().__init__(vae, loss, num_particles, lr, clip_norm, precision, adam_eps)
         self.compile = compile
+        #: ``train.engine=auto``: a graph that cannot be compiled runs uncompiled, a step that
+        #: cannot be recorded runs eagerly (the ``torch`` engine), each with one warning.
+        self.fallback = fallback
+        self.eager = False
         self.graphs: dict[tuple, Callable] = {}
 
+    def set_objective(self, objective) -> None:
+        super().set_objective(objective)
+        self.graphs.clear()  # recorded with the old objective
+
     def backward(self, x: torch.Tensor, num_data: int, beta: float = 1.0) -> torch.Tensor:
+        if self.eager:
+            return super().backward(x, num_data, beta)
         self.vae.check(x)  # the input checks run eagerly (a graph cannot hold them)
         key = (tuple(x.shape), x.dtype, x.device, num_data, self.vae.training)
         if key not in self.graphs:
-            self.graphs[key] = self._trace(x, num_data)
+            try:
+                self.graphs[key] = self._trace(x, num_data)
+            except PyrovaeError as err:
+                if not self.fallback:
+                    raise
+                warnings.warn(f"train.engine=auto: {err}; running the torch engine instead",
+                              stacklevel=2)
+                self.eager = True
+                return super().backward(x, num_data, beta)
         loss, *grads = self.graphs[key](x, torch.tensor(float(beta), device=x.device))
         for p, g in zip(self.params, grads, strict=True):
             p.grad = g
@@ -201,22 +239,32 @@ class TracedStepper(TorchStepper):
                     b.copy_(saved)  # in place: the graph reads these very tensors
         if not self.compile:
             return graph
-        return _compile(graph)
+        return _compile(graph, fallback=self.fallback)
 
 
-def _compile(graph: Callable) -> Callable:
+def _compile(graph: Callable, fallback: bool = False) -> Callable:
     """``torch.compile`` of a recorded step, with inductor's ``fallback_random`` (random draws
-    use torch's generator, as in eager mode); a failed compilation becomes a one-line error."""
+    use torch's generator, as in eager mode); a failed compilation becomes a one-line error, or,
+    with ``fallback`` (``train.engine=auto``), one warning and the graph run uncompiled."""
     import torch._dynamo.exc
 
     compiled = torch.compile(graph, dynamic=False, options={"fallback_random": True})
+    failed = []
 
     def call(*args):
+        if failed:
+            return graph(*args)
         try:
             with _quiet_compiler_logs():
                 return compiled(*args)
         except torch._dynamo.exc.BackendCompilerFailed as err:
             cause = str(err).strip().splitlines()[0]
+            if fallback:
+                warnings.warn(f"train.engine=auto: torch.compile failed ({cause[:200]}); "
+                              "running the recorded graph uncompiled (train.engine=traced)",
+                              stacklevel=2)
+                failed.append(True)
+                return graph(*args)
             raise PyrovaeError(
                 f"train.engine=compiled: torch.compile failed ({cause}); on a CPU it needs a "
                 "working C++ compiler (such as g++); train.engine=traced runs the same graph "
@@ -224,6 +272,20 @@ def _compile(graph: Callable) -> Callable:
             ) from None
 
     return call
+
+
+def resolve_engine(engine: str, device: torch.device) -> str:
+    """``auto``: ``compiled`` where ``torch.compile`` has what it needs (a C++ compiler for the
+    CPU, Triton for CUDA), else ``traced``; BENCHMARKS.md measures why. Any other name as is."""
+    if engine != "auto":
+        return engine
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+
+        return "compiled" if has_triton() else "traced"
+    if device.type == "cpu" and any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+        return "compiled"
+    return "traced"
 
 
 @contextlib.contextmanager
@@ -245,8 +307,9 @@ def make_stepper(engine: str, vae: VAE, loss: str, num_particles: int = 1, lr: f
     objective ``loss`` in ``precision``."""
     if engine not in ENGINES:
         raise choice_error("engine", engine, ENGINES)
+    auto, engine = engine == "auto", resolve_engine(engine, _device(vae))
     if engine in ("traced", "compiled"):
         return TracedStepper(vae, loss, num_particles, lr, clip_norm, precision, adam_eps,
-                             compile=engine == "compiled")
+                             compile=engine == "compiled", fallback=auto)
     stepper = SVIStepper if engine == "svi" else TorchStepper
     return stepper(vae, loss, num_particles, lr, clip_norm, precision, adam_eps)

@@ -1,5 +1,7 @@
 """Figures of a trained VAE: samples, reconstructions, ELBO curves, the 2-d manifold and
-interpolations. Image grids come from ``torchvision.utils``; every file is written atomically."""
+interpolations. Image grids come from ``torchvision.utils``; every file is written atomically.
+Figures are ``matplotlib.figure.Figure`` objects drawn without pyplot: importing this module
+changes no matplotlib state (no backend is set)."""
 
 from __future__ import annotations
 
@@ -7,15 +9,12 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
+from torchvision.utils import make_grid, save_image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torchvision.utils import save_image  # noqa: E402
-
-from pyrovae.files import atomic_write  # noqa: E402
-from pyrovae.model import VAE  # noqa: E402
+from pyrovae.files import atomic_write
+from pyrovae.model import VAE
 
 
 def _as_images(x: torch.Tensor, x_shape: Sequence[int]) -> torch.Tensor:
@@ -32,7 +31,13 @@ def save_grid(x: torch.Tensor, x_shape: Sequence[int], path: str | Path, nrow: i
     """Save a grid of examples (values clamped to [0, 1]) as a PNG, atomically."""
     images = _as_images(x, x_shape)
     return atomic_write(path, lambda tmp: save_image(images, tmp, nrow=nrow, padding=2,
-                                                     pad_value=1.0))
+                                                     pad_value=1.0, format="png"))
+
+
+def image_grid(x: torch.Tensor, x_shape: Sequence[int], nrow: int | None = None) -> torch.Tensor:
+    """A grid of examples as one (3, H, W) image tensor (``torchvision.utils.make_grid``)."""
+    nrow = nrow or int(math.sqrt(x.shape[0])) or 1
+    return make_grid(_as_images(x, x_shape), nrow=nrow, padding=2, pad_value=1.0)
 
 
 def decoded_mean(vae: VAE, z: torch.Tensor) -> torch.Tensor:
@@ -41,11 +46,19 @@ def decoded_mean(vae: VAE, z: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def prior_samples(vae: VAE, n: int = 64, seed: int = 0) -> torch.Tensor:
+    """``n`` draws z ~ p(z) (from a generator seeded with ``seed``), decoded to E[x|z]."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():  # the prior samples with torch's generator: leave it as it was
+        torch.manual_seed(int(torch.randint(2**62, (), generator=generator)))
+        z = vae.prior().sample((n,))
+    return decoded_mean(vae, z)
+
+
+@torch.no_grad()
 def samples(vae: VAE, path: str | Path, n: int = 64, seed: int = 0) -> Path:
     """``n`` draws z ~ p(z), decoded to E[x|z]."""
-    torch.manual_seed(seed)
-    z = vae.prior().sample((n,))
-    return save_grid(decoded_mean(vae, z), vae.x_shape, path, nrow=int(math.sqrt(n)) or 1)
+    return save_grid(prior_samples(vae, n, seed), vae.x_shape, path, nrow=int(math.sqrt(n)) or 1)
 
 
 @torch.no_grad()
@@ -85,7 +98,8 @@ def interpolation(vae: VAE, x: torch.Tensor, path: str | Path, pairs: int = 8,
 def elbo_curves(rows: Sequence[dict], path: str | Path) -> Path:
     """The training objective (as optimized: beta-weighted during warm-up, or the IWAE bound)
     and the validation and test ELBO (beta = 1), nats per example, against the epoch."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     epochs = [r["epoch"] for r in rows]
     for key, label in (("train_objective", "training objective (as optimized)"),
                        ("valid_elbo", "validation ELBO"), ("test_elbo", "test ELBO")):
@@ -96,7 +110,4 @@ def elbo_curves(rows: Sequence[dict], path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100))
-    finally:
-        plt.close(fig)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))

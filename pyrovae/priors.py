@@ -57,6 +57,8 @@ class Prior(PyroModule):
     """Base prior. Subclasses implement ``forward() -> Distribution`` (event shape ``(z_dim,)``)."""
 
     closed_form_kl: bool = False
+    #: The model options (config keys under ``model``) this prior takes.
+    options: tuple[str, ...] = ()
 
     def __init__(self, z_dim: int, **_context) -> None:
         super().__init__()
@@ -107,6 +109,8 @@ class MixtureOfGaussians(Prior):
     Means start spread out (standard normal draws) so that the components are distinct.
     """
 
+    options = ("components",)
+
     def __init__(self, z_dim: int, components: int = 10, **context) -> None:
         super().__init__(z_dim, **context)
         if components < 1:
@@ -139,6 +143,8 @@ class VampPrior(Prior):
     training still use batch statistics, as batch norm does. Without batch norm (``net=mlp``)
     this is the plain encoder.
     """
+
+    options = ("components",)
 
     def __init__(
         self, z_dim: int, x_shape: tuple[int, ...], encoder: nn.Module, components: int = 500,

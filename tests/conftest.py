@@ -34,6 +34,13 @@ def pytest_configure(config) -> None:
     )
 
 
+def prior_options(name: str, **options) -> dict:
+    """The ``options`` that the prior registered under ``name`` takes (it declares them)."""
+    from pyrovae.priors import PRIORS
+
+    return {k: v for k, v in options.items() if k in PRIORS[name].options}
+
+
 def mirror_path() -> Path:
     """PYROVAE_DATA_MIRROR, else ../shared/data beside the repository."""
     return Path(os.environ.get("PYROVAE_DATA_MIRROR", REPO.parent / "shared" / "data"))
@@ -79,7 +86,8 @@ def small_run(mirror, data_root, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("small_run")
     overrides = ["data.limit=2000", "model.z_dim=4", "model.hidden=[64]", "train.epochs=1",
-                 "train.progress=false", f"data.root={data_root}", f"run_dir={out}"]
+                 "train.progress=false", "train.engine=torch", f"data.root={data_root}",
+                 f"run_dir={out}"]
     return fit.fit(load_config(None, overrides), log=lambda *a: None)
 
 

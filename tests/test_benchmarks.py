@@ -1,8 +1,10 @@
-"""The benchmark scripts on tiny settings: the long run's bookkeeping (thresholds, minutes,
-IWAE >= ELBO) and the command-line errors. The timings themselves are measured, not tested."""
+"""The time-to-nats benchmark on tiny settings: its bookkeeping (marks, clocks, the budget,
+IWAE >= ELBO, the JSON and the curve) and its command-line errors. The timings themselves are
+measured, not tested."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,43 +13,58 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
-import long_run  # noqa: E402
+import reproduce  # noqa: E402
 
-from pyrovae.config import load_config  # noqa: E402
-
-TINY = ["data.limit=1000", "model.z_dim=4", "model.hidden=[64]", "train.progress=false",
+TINY = ["data.limit=1000", "model.z_dim=4", "model.hidden=[64]", "train.engine=torch",
         "train.epochs=3"]
 
 
-def test_long_run_records_thresholds(mirror, data_root, tmp_path, monkeypatch):
-    """With thresholds of 1000, 600 and 1 nats, a tiny model passes the first two at its first
-    measurement and never the last; the IWAE-50 log-likelihood lies above the ELBO."""
-    monkeypatch.setattr(long_run, "THRESHOLDS", (1000.0, 600.0, 1.0))
-    cfg = load_config(None, [*TINY, f"data.root={data_root}", f"run_dir={tmp_path / 'run'}"])
-    out = long_run.long_run(cfg, minutes=60, every=2, samples=50, limit=200, batch=100,
-                            log=lambda *_: None)
-    assert [r["epoch"] for r in out["rows"]] == [2, 3]  # every 2 epochs, and the last one
-    first = out["rows"][0]
-    assert out["reached"]["1000.0"] == out["reached"]["600.0"] == {
-        "epoch": 2, "train_minutes": first["train_minutes"]}
-    assert out["reached"]["1.0"] is None
-    minutes = [r["train_minutes"] for r in out["rows"]]
-    assert 0 < minutes[0] < minutes[1] and out["test_images"] == 200
-    for row in out["rows"]:
-        assert row["log_likelihood"] > row["test_elbo"]
-    assert (tmp_path / "run" / "metrics.csv").is_file()
+def _run(tmp_path, data_root, minutes, marks, extra=()):
+    args = ["run", "--config", "configs/mnist.yaml", "--minutes", str(minutes), "--eval-at",
+            *map(str, marks), "--run-dir", str(tmp_path / "run"), "--iwae-samples", "50",
+            "--images", "200", "--json", str(tmp_path / "out.json"), "--plot",
+            str(tmp_path / "curve.png"), *extra]
+    for item in [*TINY, f"data.root={data_root}"]:
+        args += ["--set", item]
+    assert reproduce.main(args) == 0
+    return json.loads((tmp_path / "out.json").read_text())
 
 
-def test_long_run_stops_after_its_minutes(mirror, data_root, tmp_path):
-    cfg = load_config(None, [*TINY, f"data.root={data_root}", f"run_dir={tmp_path / 'run'}"])
-    out = long_run.long_run(cfg, minutes=1e-6, every=100, samples=5, limit=50, batch=50,
-                            log=lambda *_: None)
-    assert [r["epoch"] for r in out["rows"]] == [1]  # the budget ends it, measured at the end
+def test_curve_has_a_point_per_mark_and_iwae_above_elbo(mirror, data_root, tmp_path):
+    """Marks far beyond the run's three epochs: each is measured once, at the end."""
+    out = _run(tmp_path, data_root, 60, [30, 60], ["--clock", "cpu"])
+    assert [p["mark_minutes"] for p in out["curve"]] == [30, 60]
+    assert [e["epoch"] for e in out["epochs"]] == [1, 2, 3]
+    for point in out["curve"]:
+        assert point["epoch"] == 3 and point["images"] == 200
+        assert point["log_likelihood"] > point["test_elbo"]
+        assert point["train_minutes"] == point["train_cpu_minutes"] > 0
+    assert set(out["reached"]) == set(reproduce.PUBLISHED)
+    assert (tmp_path / "run" / "at_30min.pt").is_file() and (tmp_path / "curve.png").is_file()
 
 
-@pytest.mark.parametrize("args", [["--every", "0"], ["--minutes", "-1"],
-                                  ["--set", "train.engine=jax"]])
-def test_long_run_bad_arguments_are_one_line(args, capsys):
-    assert long_run.main(args) == 2
+def test_budget_ends_the_run_and_measures_its_model(mirror, data_root, tmp_path):
+    out = _run(tmp_path, data_root, 1e-6, [1e-6, 5])
+    assert [e["epoch"] for e in out["epochs"]] == [1]
+    assert [p["epoch"] for p in out["curve"]] == [1, 1]
+
+
+def test_subset_is_fixed_and_random():
+    import torch
+
+    x = torch.arange(1000).float()
+    a, b = reproduce.test_subset(x, 100), reproduce.test_subset(x, 100)
+    assert torch.equal(a, b) and not torch.equal(a, x[:100])
+    assert torch.equal(reproduce.test_subset(x, None), x)
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--config", "configs/mnist.yaml", "--minutes", "-1", "--eval-at", "1",
+     "--run-dir", "x"],
+    ["run", "--config", "configs/mnist.yaml", "--minutes", "1", "--eval-at", "1",
+     "--run-dir", "x", "--set", "train.engine=jax"],
+])
+def test_bad_arguments_are_one_line(args, capsys):
+    assert reproduce.main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("long_run: ") and err.count("\n") == 1
+    assert err.startswith("reproduce: ") and err.count("\n") == 1

@@ -79,3 +79,33 @@ def test_bad_files(tmp_path: Path):
     bad.write_text("model:\n  z_dims: 3\n")
     with pytest.raises(PyrovaeError, match="unknown config key 'model.z_dims'"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("overrides, option", [
+    (["model.likelihood=bernoulli", "model.learn_scale=pixel"], "model.learn_scale"),
+    (["model.likelihood=continuous_bernoulli", "model.likelihood_scale=0.1"],
+     "model.likelihood_scale"),
+    (["model.prior=normal", "model.components=5"], "model.components"),
+    (["model.net=mlp", "model.channels=[8]"], "model.channels"),
+])
+def test_an_option_that_does_not_apply_is_one_line(overrides, option):
+    with pytest.raises(PyrovaeError, match=rf"^{option} does not apply to .*: remove it$"):
+        load_config(None, overrides)
+
+
+def test_every_declared_option_is_accepted_by_its_component():
+    """Each prior and likelihood takes the options it declares, from the config and from VAE."""
+    from pyrovae import VAE
+    from pyrovae.likelihoods import LIKELIHOODS
+    from pyrovae.priors import PRIORS
+
+    values = {"components": 3, "likelihood_scale": 0.5, "learn_scale": "global",
+              "min_scale": 0.01}
+    for kind, registry in (("prior", PRIORS), ("likelihood", LIKELIHOODS)):
+        for name, cls in registry.items():
+            options = {k: values[k] for k in cls.options}
+            load_config(None, [f"model.{kind}={name}",
+                               *(f"model.{k}={v}" for k, v in options.items())])
+            VAE(x_shape=(4,), z_dim=2, hidden=[8], **{kind: name}, **options)
+    with pytest.raises(PyrovaeError, match="learn_scale does not apply"):
+        VAE(likelihood="bernoulli", learn_scale="pixel")

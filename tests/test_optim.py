@@ -33,9 +33,9 @@ def _twins(n: int = 2, device: str = "cpu") -> list[VAE]:
     return vaes
 
 
-def _step(stepper, x: torch.Tensor, seed: int = 5) -> float:
+def _step(stepper, x: torch.Tensor, seed: int = 5, beta: float = 1.0) -> float:
     torch.manual_seed(seed)
-    return stepper.step(x, 6000)
+    return stepper.step(x, 6000, beta)
 
 
 def _weights(vae: VAE) -> dict[str, torch.Tensor]:
@@ -64,8 +64,8 @@ def test_traced_engines_take_the_torch_step(engine: str) -> None:
     ref = make_stepper("torch", a, "trace", lr=1e-2, clip_norm=5.0)
     traced = make_stepper(engine, b, "trace", lr=1e-2, clip_norm=5.0)
     for seed in range(4):
-        a.beta = b.beta = 0.25 * (seed + 1)
-        assert _step(traced, X, seed) == pytest.approx(_step(ref, X, seed), rel=1e-6)
+        beta = 0.25 * (seed + 1)
+        assert _step(traced, X, seed, beta) == pytest.approx(_step(ref, X, seed, beta), rel=1e-6)
     assert _step(traced, X[:10], 9) == pytest.approx(_step(ref, X[:10], 9), rel=1e-6)
     assert len(traced.graphs) == 2  # one graph per batch shape, beta changes need none
     wa, wb = _weights(a), _weights(b)
@@ -82,6 +82,8 @@ def test_traced_engines_take_the_torch_step(engine: str) -> None:
     *[(prior, lik, "trace", 2) for prior in ("normal", "diag_normal", "mog", "vamp")
       for lik in ("bernoulli", "gaussian")],
     ("normal", "continuous_bernoulli", "meanfield", 1), ("diag_normal", "bernoulli", "analytic", 3),
+    ("normal", "bernoulli", "iwae", 4), ("mog", "gaussian", "iwae_dreg", 3),
+    ("vamp", "bernoulli", "iwae_dreg", 2),
 ])
 def test_traced_step_is_the_torch_step_for_every_model(prior, likelihood, loss, particles):
     """Every prior, likelihood (a learned per-pixel scale too), loss and vectorized particles:
@@ -96,8 +98,7 @@ def test_traced_step_is_the_torch_step_for_every_model(prior, likelihood, loss, 
     ref = make_stepper("torch", a, loss, particles, lr=1e-2)
     traced = make_stepper("traced", b, loss, particles, lr=1e-2)
     for seed in range(3):
-        a.beta = b.beta = 0.5
-        assert _step(traced, x, seed) == pytest.approx(_step(ref, x, seed), rel=1e-6)
+        assert _step(traced, x, seed, 0.5) == pytest.approx(_step(ref, x, seed, 0.5), rel=1e-6)
     for (k, wa), wb in zip(_weights(a).items(), _weights(b).values(), strict=True):
         assert torch.equal(wa, wb), k
 
@@ -148,10 +149,52 @@ def test_failed_compilation_is_one_line() -> None:
     assert "C++ compiler" in last and "train.engine=traced" in last
 
 
+def test_auto_engine_falls_back_to_eager_where_a_step_cannot_be_recorded(monkeypatch) -> None:
+    """``auto`` on an untraceable model: one warning, then the torch engine's very steps."""
+    a, b = _twins()
+    for vae in (a, b):
+        decode = vae.decode
+        monkeypatch.setattr(vae, "decode",
+                            lambda z, d=decode: d(z if float(z.detach().sum()) else z))
+    auto = make_stepper("auto", a, "trace", lr=1e-2)
+    ref = make_stepper("torch", b, "trace", lr=1e-2)
+    with pytest.warns(UserWarning, match="running the torch engine instead"):
+        first = _step(auto, X, 0)
+    assert first == _step(ref, X, 0) and _step(auto, X, 1) == _step(ref, X, 1)
+
+
+def test_auto_engine_resolves_by_what_the_machine_has(monkeypatch) -> None:
+    from pyrovae import optim
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(optim.shutil, "which", lambda name: None)
+    assert optim.resolve_engine("auto", cpu) == "traced"
+    monkeypatch.setattr(optim.shutil, "which", lambda name: "/usr/bin/" + name)
+    assert optim.resolve_engine("auto", cpu) == "compiled"
+    assert optim.resolve_engine("svi", cpu) == "svi"
+
+
+def test_auto_engine_runs_the_graph_uncompiled_when_compilation_fails() -> None:
+    """Without a working C++ compiler, ``auto`` warns once and trains with the recorded graph
+    (in a fresh process: torch caches the compiler it found)."""
+    code = ("import torch, warnings; from pyrovae import VAE\n"
+            "from pyrovae.optim import make_stepper\n"
+            "x = torch.bernoulli(torch.rand(4, 1, 28, 28))\n"
+            "s = make_stepper('auto', VAE(z_dim=2, hidden=[8]), 'trace')\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    losses = [s.step(x, 10) for _ in range(3)]\n"
+            "print(sum('uncompiled' in str(m.message) for m in w), all(map(float, losses)))\n")
+    env = {**os.environ, "CXX": "/no/such/c++", "TORCHINDUCTOR_FX_GRAPH_CACHE": "0"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["1", "True"]
+
+
 def test_fused_adam_is_adam() -> None:
     """The fused kernel (used on CPU and CUDA) matches torch's reference Adam step by step."""
     a, b = _twins()
-    assert adam_options(a) == {"fused": True}
+    assert adam_options(a) == {"eps": 1e-8, "fused": True}
     params = {"fused": list(a.parameters()), "reference": list(b.parameters())}
     optims = {"fused": torch.optim.Adam(params["fused"], lr=1e-2, fused=True),
               "reference": torch.optim.Adam(params["reference"], lr=1e-2, foreach=False)}

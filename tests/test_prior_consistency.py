@@ -18,6 +18,7 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from pyrovae import VAE
 from pyrovae.nets import NETS
 from pyrovae.priors import PRIORS, VampPrior
+from tests.conftest import prior_options
 
 X_SHAPE, Z_DIM, K, BATCH, STEPS = (1, 6, 6), 3, 4, 16, 4
 PAIRS = [(prior, net) for prior in PRIORS for net in NETS]
@@ -35,7 +36,8 @@ class TrainModeVampPrior(VampPrior):
 
 
 def make_vae(prior: str, net: str, double: bool = False) -> VAE:
-    vae = VAE(x_shape=X_SHAPE, z_dim=Z_DIM, prior=prior, net=net, components=K, hidden=[8])
+    vae = VAE(x_shape=X_SHAPE, z_dim=Z_DIM, prior=prior, net=net, hidden=[8],
+              **prior_options(prior, components=K))
     if double:
         vae.prior_net = TrainModeVampPrior(Z_DIM, X_SHAPE, vae.encoder, components=K)
     return vae.train()
