@@ -34,6 +34,23 @@ def pytest_configure(config) -> None:
     )
 
 
+def one_line_error(fn, *args, match: tuple[str, ...] = (), **kwargs) -> str:
+    """Call fn, expect a one-line PyrovaeError containing every string of ``match``."""
+    from pyrovae.errors import PyrovaeError
+
+    with pytest.raises(PyrovaeError) as info:
+        fn(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message and message.strip() == message and message
+    for part in match:
+        assert part in message, (part, message)
+    return message
+
+
+def is_binary(x: torch.Tensor) -> bool:
+    return bool(((x == 0) | (x == 1)).all())
+
+
 def prior_options(name: str, **options) -> dict:
     """The ``options`` that the prior registered under ``name`` takes (it declares them)."""
     from pyrovae.priors import PRIORS

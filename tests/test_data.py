@@ -21,24 +21,14 @@ import torch
 import torchvision.datasets
 
 from pyrovae.data import load_data, resolve_mirror
-from pyrovae.errors import PyrovaeError
+from tests.conftest import is_binary as _is_binary
+from tests.conftest import one_line_error as _error
 
 pytestmark = pytest.mark.real_data
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("PYROVAE_DATA_MIRROR") or REPO.parent / "shared" / "data").resolve()
 MNIST_FILES = [name for name, _ in torchvision.datasets.MNIST.resources]
-
-
-def _error(fn, *args, match: tuple[str, ...] = (), **kwargs) -> str:
-    """Call fn, expect a one-line PyrovaeError containing every string of ``match``."""
-    with pytest.raises(PyrovaeError) as info:
-        fn(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message and message.strip() == message and message
-    for part in match:
-        assert part in message, (part, message)
-    return message
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
@@ -76,10 +66,6 @@ def cache(tmp_path_factory: pytest.TempPathFactory, mirror: Path) -> SimpleNames
         fashion=fashion,
         binarized=binarized,
     )
-
-
-def _is_binary(x: torch.Tensor) -> bool:
-    return bool(((x == 0) | (x == 1)).all())
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,22 +19,12 @@ import torchvision.datasets.utils
 
 from pyrovae.data import SOURCES, load_data
 from pyrovae.data.sources import CachedSource, Fake, PathSource, TorchvisionSource
-from pyrovae.errors import PyrovaeError
+from tests.conftest import is_binary as _is_binary
+from tests.conftest import one_line_error as _error
 
 ALL = sorted(SOURCES)
 CACHED = [n for n in ALL if issubclass(SOURCES[n], CachedSource)]
 WITH_MD5 = [n for n in CACHED if any(md5 for _, md5 in SOURCES[n]().files())]
-
-
-def _error(fn, *args, match: tuple[str, ...] = (), **kwargs) -> str:
-    """Call fn, expect a one-line PyrovaeError containing every string of ``match``."""
-    with pytest.raises(PyrovaeError) as info:
-        fn(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message and message.strip() == message and message
-    for part in match:
-        assert part in message, (part, message)
-    return message
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, ...]] | None:
@@ -53,10 +43,6 @@ def _stat(p: Path) -> tuple[int, ...]:
 
 def _rows(x: torch.Tensor) -> list[bytes]:
     return [r.numpy().tobytes() for r in x.reshape(len(x), -1)]
-
-
-def _is_binary(x: torch.Tensor) -> bool:
-    return bool(((x == 0) | (x == 1)).all())
 
 
 @pytest.fixture(autouse=True)

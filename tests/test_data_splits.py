@@ -11,23 +11,8 @@ import pytest
 import torch
 
 from pyrovae.data import Splits, binarize_dynamic, load_data
-from pyrovae.errors import PyrovaeError
-
-
-def _error(fn, *args, match: tuple[str, ...] = (), **kwargs) -> str:
-    """Call fn, expect a one-line PyrovaeError containing every string of ``match``."""
-    with pytest.raises(PyrovaeError) as info:
-        fn(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message and message.strip() == message and message
-    for part in match:
-        assert part in message, (part, message)
-    return message
-
-
-def _is_binary(x: torch.Tensor) -> bool:
-    return bool(((x == 0) | (x == 1)).all())
-
+from tests.conftest import is_binary as _is_binary
+from tests.conftest import one_line_error as _error
 
 # --------------------------------------------------------------------------------------------
 # minibatches and dynamic binarization
