@@ -76,7 +76,6 @@ def make_variant(name: str, device: torch.device):
         return ClassicStepper(ClassicVAE(784, hidden, z_dim).to(device),
                               bfloat16=name.endswith("bf16"))
     vae = VAE(x_shape=(1, 28, 28), z_dim=z_dim, hidden=hidden).to(device)
-    vae.validate_inputs = False  # as in pyrovae.fit: the data is checked once, up front
     if name == "jit":
         return JitStepper(vae)
     engine, precision = PYROVAE[name]

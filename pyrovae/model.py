@@ -20,6 +20,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
+from pyro.poutine.util import is_validation_enabled
 
 from pyrovae.errors import PyrovaeError, choice_error
 from pyrovae.likelihoods import LIKELIHOODS, build_likelihood
@@ -112,7 +113,6 @@ class VAE(PyroModule):
         self.x_shape = _shape(x_shape)
         _check_arguments(z_dim, hidden, channels, components)
         self.z_dim = int(z_dim)
-        self.validate_inputs = True
         check_component_options(prior, likelihood, net, {
             "components": components, "likelihood_scale": likelihood_scale,
             "learn_scale": learn_scale, "min_scale": min_scale, "channels": channels})
@@ -191,8 +191,9 @@ class VAE(PyroModule):
 
     def check_z(self, z: torch.Tensor) -> None:
         """Refuse latents that are not a float tensor of shape ``(..., z_dim)`` with finite
-        values, with a one-line error (skipped when ``validate_inputs`` is False)."""
-        if not self.validate_inputs:
+        values, with a one-line error (skipped while Pyro's validation is off:
+        ``pyro.validation_enabled(False)``, as the training engines run their steps)."""
+        if not is_validation_enabled():
             return
         if not isinstance(z, torch.Tensor):
             raise PyrovaeError(f"z must be a torch.Tensor of shape (B, {self.z_dim}), got "
@@ -212,9 +213,9 @@ class VAE(PyroModule):
 
     def check(self, x: torch.Tensor, support: bool = True) -> None:
         """Refuse a batch of the wrong shape, with NaN or inf, or (``support``) outside the
-        likelihood's support, with a one-line error (skipped when ``validate_inputs`` is
-        False)."""
-        if not self.validate_inputs:
+        likelihood's support, with a one-line error (skipped while Pyro's
+        validation is off: ``pyro.validation_enabled(False)``)."""
+        if not is_validation_enabled():
             return
         if not isinstance(x, torch.Tensor):
             raise PyrovaeError(f"x must be a torch.Tensor of shape (B, *{self.x_shape}), got "

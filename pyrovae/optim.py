@@ -196,9 +196,9 @@ class TracedStepper(TorchStepper):
     def backward(self, x: torch.Tensor, num_data: int, beta: float = 1.0) -> torch.Tensor:
         if self.eager:
             return super().backward(x, num_data, beta)
-        self.vae.check(x)  # the input checks run eagerly (a graph cannot hold them)
         key = (tuple(x.shape), x.dtype, x.device, num_data, self.vae.training)
         if key not in self.graphs:
+            self.vae.check(x)  # eagerly, once per graph (a graph cannot hold the checks)
             try:
                 self.graphs[key] = self._trace(x, num_data)
             except PyrovaeError as err:
@@ -219,11 +219,9 @@ class TracedStepper(TorchStepper):
                 loss = self.objective.loss(x, num_data, beta)
             return (loss.detach(), *torch.autograd.grad(loss, self.params, allow_unused=True))
 
-        checks = self.vae.validate_inputs
         buffers = [(b, b.clone()) for b in self.vae.buffers()]  # batch-norm statistics
         devices = [x.device] if x.device.type == "cuda" else []
         try:
-            self.vae.validate_inputs = False
             with torch.random.fork_rng(devices), pyro.validation_enabled(False):
                 graph = make_fx(loss_and_grads)(x, torch.tensor(1.0, device=x.device))
         except RuntimeError as err:  # data-dependent Python (a .item(), an if on a tensor)
@@ -233,7 +231,6 @@ class TracedStepper(TorchStepper):
                 "its Python depends on tensor values; use train.engine=torch"
             ) from None
         finally:
-            self.vae.validate_inputs = checks
             with torch.no_grad():
                 for b, saved in buffers:
                     b.copy_(saved)  # in place: the graph reads these very tensors
