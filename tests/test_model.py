@@ -15,9 +15,10 @@ from tests.conftest import prior_options
 COMBOS = list(itertools.product(PRIORS, LIKELIHOODS, NETS))
 
 
-def _data(likelihood, n=6, shape=(1, 12, 10)):
-    x = torch.rand(n, *shape)
-    return torch.bernoulli(x) if likelihood == "bernoulli" else x
+@torch.no_grad()
+def _data(vae, n=6):
+    """``n`` examples in the VAE's data space, drawn from its own likelihood (no name rules)."""
+    return vae.decode(torch.randn(n, vae.z_dim)).sample()
 
 
 def _traces(vae, x, num_data=None):
@@ -34,7 +35,7 @@ def test_model_and_guide_shapes_and_accessors(prior, likelihood, net):
     vae = VAE(x_shape=shape, z_dim=3, prior=prior, likelihood=likelihood, net=net,
               hidden=[16], **prior_options(prior, components=4),
               **({"channels": [4]} if net == "conv" else {}))
-    x = _data(likelihood, shape=shape)
+    x = _data(vae)
     model_tr, guide_tr = _traces(vae, x)
     z = guide_tr.nodes["z"]["value"]
     assert z.shape == (6, 3)
