@@ -3,12 +3,18 @@
     python -m pyrovae.fit                                   # configs/mnist.yaml
     python -m pyrovae.fit --config configs/mnist_vamp.yaml train.epochs=3 run_dir=runs/vamp
     python -m pyrovae.fit --resume runs/mnist               # continue a stopped run
+    torchrun --nproc_per_node=4 -m pyrovae.fit --config configs/mnist.yaml   # 4 ranks
 
 Every epoch writes ``checkpoint.pt`` atomically (model, optimizer, RNG states, config, epoch,
 metrics), ``best.pt`` when the validation ELBO improves, and ``metrics.csv``; at the end the
 figures ``samples.png``, ``reconstructions.png``, ``elbo.png``, ``interpolation.png`` (and
 ``manifold.png`` when z_dim = 2). A CPU run resumed after ``kill -9`` ends with the same numbers
 as an uninterrupted run with the same seed.
+
+Started by ``torchrun``, it trains one model data-parallel over the ranks
+(:mod:`pyrovae.distributed`): ``train.batch_size`` is the global batch, each rank takes its part
+of every global minibatch, and only rank 0 writes the run folder. The checkpoints are those of a
+one-process run: ``--resume`` continues on any number of ranks.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import argparse
 import csv
 import io
 import math
+import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,7 +34,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from pyrovae import checkpoint, objectives, plots, schedules
+from pyrovae import checkpoint, distributed, objectives, plots, schedules
 from pyrovae.config import (
     Config,
     apply_overrides,
@@ -59,15 +67,47 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_splits(cfg: Config, device: torch.device) -> Splits:
+def load_splits(cfg: Config, device: torch.device,
+                ctx: distributed.Context | None = None) -> Splits:
+    """The run's data on ``device``; under torchrun, this rank's shards (loaded in host memory
+    by rank 0 first, then by the others, so that a shared cache is filled once)."""
     d = cfg.data
     valid_size = d.valid_size  # >= 1: a number of examples; < 1: a fraction
     if valid_size is not None and valid_size >= 1:
         valid_size = int(valid_size)
-    return load_data(
-        d.name, root=resolve_path(d.root), mirror=d.mirror, path=d.path, limit=d.limit,
-        binarize=d.binarize, valid_size=valid_size, seed=cfg.train.seed, device=device,
-    )
+
+    def load(device: torch.device | str) -> Splits:
+        return load_data(
+            d.name, root=resolve_path(d.root), mirror=d.mirror, path=d.path, limit=d.limit,
+            binarize=d.binarize, valid_size=valid_size, seed=cfg.train.seed, device=device,
+        )
+
+    if ctx is None:
+        return load(device)
+    splits = distributed.shard_splits(ctx, ctx.rank0_first(lambda: load("cpu")), device)
+    distributed.check_batch(ctx, cfg.train.batch_size, splits.train.shape[0])
+    return splits
+
+
+def _run_device(cfg: Config, ctx: distributed.Context | None) -> torch.device:
+    if ctx is None:
+        return resolve_device(cfg.train.device)
+    ctx.device = ctx.agree(lambda: distributed.device(ctx, cfg.train.device))
+    return ctx.device
+
+
+def _on_main(ctx: distributed.Context | None, fn) -> None:
+    """``fn()`` in a one-process run; under torchrun on rank 0 alone (the run folder's only
+    writer), its errors raised on every rank."""
+    if ctx is None:
+        fn()
+    else:
+        ctx.agree(fn if ctx.main else lambda: None)
+
+
+def _all(ctx: distributed.Context | None, fn):
+    """``fn()``, its errors raised on every rank under torchrun."""
+    return fn() if ctx is None else ctx.agree(fn)
 
 
 def check_data(vae: VAE, splits: Splits) -> None:
@@ -77,7 +117,7 @@ def check_data(vae: VAE, splits: Splits) -> None:
     for name, x in (("train", splits.train), ("validation", splits.valid),
                     ("test", splits.test)):
         if name == "train" and splits.binarize == "dynamic":
-            x = torch.bernoulli(x[:1000].clamp(0, 1))
+            x = torch.bernoulli(x[:1000].to(splits.device).clamp(0, 1))
         try:
             vae.check(x)
         except PyrovaeError as err:
@@ -98,6 +138,13 @@ class Run:
     step: int = 0
     metrics: list[dict] = field(default_factory=list)
     best_valid: float = -math.inf
+    dist: distributed.Context | None = None  # under torchrun
+    loss_module: distributed.LossModule | None = None  # its loss, wrapped by DDP
+
+    @property
+    def main(self) -> bool:
+        """Whether this process writes the run folder (always, but for ranks > 0 of torchrun)."""
+        return self.dist is None or self.dist.main
 
     @property
     def lr(self) -> float:
@@ -123,6 +170,7 @@ class Run:
             "step": self.step,
             "metrics": self.metrics,
             "best_valid": self.best_valid,
+            "device": str(self.splits.device),
         }
 
     def save(self) -> None:
@@ -133,48 +181,80 @@ class Run:
         checkpoint.atomic_save(best, self.run_dir / checkpoint.BEST)
 
 
-def start(cfg: Config) -> Run:
+def start(cfg: Config, ctx: distributed.Context | None = None) -> Run:
     """A new run: refuses a run folder that already holds a run (nothing is overwritten)."""
     run_dir = resolve_path(cfg.run_dir)
-    if (run_dir / checkpoint.CHECKPOINT).exists():
-        raise PyrovaeError(f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
-                           f"or choose another folder with run_dir=...")
+
+    def refuse_existing() -> None:
+        if (run_dir / checkpoint.CHECKPOINT).exists():
+            raise PyrovaeError(f"{run_dir} already holds a run: continue it with --resume "
+                               f"{run_dir}, or choose another folder with run_dir=...")
+
+    _on_main(ctx, refuse_existing)
     pyro.set_rng_seed(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
-    splits = load_splits(cfg, device)
+    device = _run_device(cfg, ctx)
+    splits = load_splits(cfg, device, ctx)
     vae = checkpoint.build(cfg, splits.x_shape).to(device)
-    check_data(vae, splits)
+    _all(ctx, lambda: check_data(vae, splits))
     if cfg.model.output_bias == "data_mean":
         vae.set_output_bias_to_mean(splits.train.mean(0))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.atomic_write_text(to_yaml(cfg), run_dir / "config.yaml")
+
+    def write_config() -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.atomic_write_text(to_yaml(cfg), run_dir / "config.yaml")
+
+    _on_main(ctx, write_config)
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
-    run = Run(cfg, run_dir, splits, vae, stepper(cfg, vae), generator)
-    run.save()  # epoch 0: a checkpoint exists from the start, so Ctrl-C always leaves one
+    run = Run(cfg, run_dir, splits, vae, _all(ctx, lambda: stepper(cfg, vae)), generator,
+              dist=ctx)
+    _data_parallel(run)
+    # epoch 0: a checkpoint exists from the start, so Ctrl-C always leaves one
+    _on_main(ctx, run.save)
     return run
 
 
-def resume(run_dir: str | Path, overrides: list[str] | tuple = ()) -> Run:
+def resume(run_dir: str | Path, overrides: list[str] | tuple = (),
+           ctx: distributed.Context | None = None) -> Run:
     """The run saved in ``run_dir``, at the end of its last completed epoch. Overrides (such as
-    ``train.epochs=20`` to train longer) apply on top of the saved config."""
+    ``train.epochs=20`` to train longer) apply on top of the saved config. Under torchrun rank 0
+    reads the checkpoint and sends it to the others, with any number of ranks."""
     run_dir = Path(run_dir)
     path = run_dir / checkpoint.CHECKPOINT
-    if not path.is_file():
-        raise PyrovaeError(f"nothing to resume: {path} does not exist (start a run with "
-                           f"python -m pyrovae.fit run_dir={run_dir})")
-    state = checkpoint.read(path)
-    cfg = apply_overrides(from_dict(state["config"]), overrides)
-    device = resolve_device(cfg.train.device)
-    splits = load_splits(cfg, device)
+
+    def read() -> dict:
+        if not path.is_file():
+            raise PyrovaeError(f"nothing to resume: {path} does not exist (start a run with "
+                               f"python -m pyrovae.fit run_dir={run_dir})")
+        return checkpoint.read(path)
+
+    if ctx is None:
+        state = read()
+    else:
+        state = ctx.broadcast(ctx.agree(read if ctx.main else lambda: None))
+    cfg = _all(ctx, lambda: apply_overrides(from_dict(state["config"]), overrides))
+    device = _run_device(cfg, ctx)
+    splits = load_splits(cfg, device, ctx)
     vae = checkpoint.build(cfg, splits.x_shape).to(device)
     vae.load_state_dict(state["model"])
-    check_data(vae, splits)
-    steps = stepper(cfg, vae)
+    _all(ctx, lambda: check_data(vae, splits))
+    steps = _all(ctx, lambda: stepper(cfg, vae))
     steps.load_state_dict(state["optim"])
     generator = torch.Generator(device=device)
     checkpoint.set_rng_state(state["rng"], generator)
-    return Run(cfg, run_dir, splits, vae, steps, generator, state["epoch"], state["step"],
-               list(state["metrics"]), state["best_valid"])
+    if ctx is not None and device.type == "cuda" and "cuda" in state["rng"]:
+        # every rank continues the random stream of the device that saved the run
+        saved = torch.device(state.get("device", "cuda:0")).index or 0
+        torch.cuda.set_rng_state(state["rng"]["cuda"][saved], device=device)
+    run = Run(cfg, run_dir, splits, vae, steps, generator, state["epoch"], state["step"],
+              list(state["metrics"]), state["best_valid"], dist=ctx)
+    _data_parallel(run)
+    return run
+
+
+def _data_parallel(run: Run) -> None:
+    """Under torchrun, average the stepper's gradients over the ranks."""
+    if run.dist is not None:
+        run.loss_module = distributed.data_parallel(run.dist, run.stepper, run.cfg.train.engine)
 
 
 def stepper(cfg: Config, vae: VAE) -> SVIStepper | TorchStepper:
@@ -191,13 +271,22 @@ def train_epoch(run: Run) -> dict:
     vae.validate_inputs = False  # the data was checked once in check_data
     total, began, cpu = 0.0, time.perf_counter(), time.process_time()
     bar = tqdm(total=steps, desc=f"epoch {run.epoch + 1}/{cfg.train.epochs}", leave=False,
-               disable=None if cfg.train.progress else True, dynamic_ncols=True)
+               disable=None if cfg.train.progress and run.main else True, dynamic_ncols=True)
+    if run.dist is None:
+        batches = run.splits.train_batches(cfg.train.batch_size, run.generator)
+    else:  # this rank's parts of the global minibatches
+        batches = run.splits.train_parts(cfg.train.batch_size, run.generator)
+    error = PyrovaeError if run.dist is None else distributed.AgreedError
     try:
-        for i, batch in enumerate(run.splits.train_batches(cfg.train.batch_size, run.generator)):
+        for i, batch in enumerate(batches):
             beta = run.beta(steps)
-            loss = run.stepper.step(batch, n, beta)
+            if run.dist is None:
+                loss = run.stepper.step(batch, n, beta)
+            else:  # the global minibatch's loss, the same on every rank
+                loss = distributed.train_step(run.dist, run.stepper, run.loss_module, batch, n,
+                                              beta)
             if not math.isfinite(loss):
-                raise PyrovaeError(
+                raise error(
                     f"training diverged at epoch {run.epoch + 1}, step {i + 1} (loss {loss}): "
                     f"the last good checkpoint (epoch {run.epoch}) is kept in {run.run_dir}; "
                     "lower train.lr or set train.clip_norm, then start again"
@@ -217,10 +306,14 @@ def train_epoch(run: Run) -> dict:
 
 def evaluate_epoch(run: Run) -> dict:
     """Validation and test ELBO (beta = 1) in nats per example, the test KL and reconstruction."""
-    vae, k = run.vae, run.cfg.train.eval_particles
+    vae, k, splits = run.vae, run.cfg.train.eval_particles, run.splits
     vae.eval()
-    valid = objectives.dataset_elbo(vae, run.splits.valid, num_particles=k)
-    test = objectives.dataset_elbo(vae, run.splits.test, num_particles=k)
+    if run.dist is None:
+        valid = objectives.dataset_elbo(vae, splits.valid, num_particles=k)
+        test = objectives.dataset_elbo(vae, splits.test, num_particles=k)
+    else:  # each rank's shard, the sums added over the ranks
+        valid = distributed.dataset_elbo(run.dist, vae, splits.valid, splits.num_valid, k)
+        test = distributed.dataset_elbo(run.dist, vae, splits.test, splits.num_test, k)
     return {"valid_elbo": valid["elbo"], "test_elbo": test["elbo"], "kl": test["kl"],
             "recon": test["recon"]}
 
@@ -251,9 +344,11 @@ def run_epoch(run: Run, log=print) -> dict:
     run.stepper.set_lr(run.lr)  # the next epoch's rate, saved with the optimizer state
     if row["valid_elbo"] > run.best_valid:
         run.best_valid = row["valid_elbo"]
-        run.save_best()
-    run.save()
-    write_metrics(run)
+        if run.main:
+            run.save_best()
+    if run.main:  # under torchrun rank 0 alone writes (every rank holds the same state)
+        run.save()
+        write_metrics(run)
     log(f"epoch {row['epoch']:>3}: train objective {row['train_objective']:9.3f}  valid ELBO "
         f"{row['valid_elbo']:9.3f}  test ELBO {row['test_elbo']:9.3f}  (KL {row['kl']:.2f}, "
         f"recon {row['recon']:.2f}) nats/example, {row['seconds']:.1f} s")
@@ -264,6 +359,8 @@ def write_figures(run: Run) -> list[Path]:
     """The figures of the run's best model (by validation ELBO)."""
     vae = checkpoint.load(run.run_dir, device=run.splits.device)
     test, out = run.splits.test, run.run_dir
+    if run.dist is not None:  # the whole test set, as a one-process run draws it
+        test = run.splits.full_test.to(run.splits.device)
     paths = [
         plots.samples(vae, out / "samples.png", seed=run.cfg.train.seed),
         plots.reconstructions(vae, test, out / "reconstructions.png"),
@@ -276,16 +373,47 @@ def write_figures(run: Run) -> list[Path]:
 
 
 def fit(cfg: Config | None = None, resume_dir: str | Path | None = None,
-        overrides: list[str] | tuple = (), log=print) -> Path:
-    """Train a config (or resume a run) to the end and write its figures; returns the run folder."""
-    run = resume(resume_dir, overrides) if resume_dir else start(cfg or load_config())
+        overrides: list[str] | tuple = (), log=print,
+        ctx: distributed.Context | None = None) -> Path:
+    """Train a config (or resume a run) to the end and write its figures; returns the run folder.
+    Under torchrun (``ctx``), every rank trains and rank 0 alone logs and writes."""
+    if resume_dir:
+        run = resume(resume_dir, overrides, ctx)
+    else:
+        run = start(cfg or load_config(), ctx)
+    if not run.main:
+        log = _silent
     log(f"pyrovae.fit: {run.cfg.data.name} {run.splits.x_shape}, {run.splits.train.shape[0]} "
         f"training examples on {run.splits.device}, loss {run.cfg.train.loss}; run folder "
         f"{run.run_dir} (epoch {run.epoch} of {run.cfg.train.epochs})")
+    if ctx is not None:
+        b, w = run.cfg.train.batch_size, ctx.world_size
+        log(f"data-parallel over {w} ranks ({dist_backend()}): train.batch_size={b} is the "
+            f"global batch, {b // w} examples per rank per step")
     train(run, log)
+    if not run.main:
+        return run.run_dir
     paths = write_figures(run)
     log("wrote " + ", ".join(p.name for p in paths) + f" and metrics.csv to {run.run_dir}")
     return run.run_dir
+
+
+def _silent(*args) -> None:
+    pass
+
+
+def dist_backend() -> str:
+    import torch.distributed as dist
+
+    return dist.get_backend() if dist.is_initialized() else "none"
+
+
+class Stopped(Exception):
+    """SIGTERM under torchrun: its agent stops the other ranks when one fails."""
+
+
+def _stop(signum, frame) -> None:
+    raise Stopped()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,18 +424,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted overrides, e.g. train.epochs=3 model.prior=vamp")
     args = parser.parse_args(argv)
+    ctx = None
     try:
+        if distributed.launched():
+            ctx = distributed.init()
+            signal.signal(signal.SIGTERM, _stop)
         if args.resume and args.config:
             raise PyrovaeError("--resume continues a run with its saved config: drop --config")
-        cfg = None if args.resume else load_config(args.config, args.overrides)
-        fit(cfg, args.resume, args.overrides if args.resume else ())
+        cfg = None if args.resume else _all(ctx, lambda: load_config(args.config, args.overrides))
+        if ctx is not None:
+            distributed.check_same(ctx, "configs", {
+                "resume": bool(args.resume), "config": None if cfg is None else to_dict(cfg),
+                "overrides": list(args.overrides) if args.resume else None})
+        fit(cfg, args.resume, args.overrides if args.resume else (), ctx=ctx)
     except PyrovaeError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if ctx is None and distributed.launched() and os.environ.get("RANK", "0") != "0":
+            return 2  # torchrun's variables are wrong on every rank: rank 0 says so
+        if ctx is None or ctx.main:
+            print(f"error: {err}", file=sys.stderr)
+        elif not isinstance(err, distributed.AgreedError):  # this rank's own
+            print(f"error: rank {ctx.rank}: {err}", file=sys.stderr)
+        distributed.close(ctx)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: the last epoch's checkpoint is kept; continue with "
-              "python -m pyrovae.fit --resume RUN_DIR", file=sys.stderr)
+        if ctx is None or ctx.main:
+            print("\ninterrupted: the last epoch's checkpoint is kept; continue with "
+                  "python -m pyrovae.fit --resume RUN_DIR", file=sys.stderr)
         return 130
+    except (Stopped, torch.distributed.DistError) as err:
+        what = "stopped by torchrun" if isinstance(err, Stopped) else \
+            f"a collective failed ({(str(err).strip().splitlines() or [''])[0][:160]})"
+        print(f"error: rank {ctx.rank}: {what}: another rank stopped or timed out; the last "
+              "epoch's checkpoint is kept: continue with torchrun ... -m pyrovae.fit --resume "
+              "RUN_DIR", file=sys.stderr)
+        return 1
+    distributed.close(ctx)
     return 0
 
 

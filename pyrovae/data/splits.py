@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -70,18 +71,7 @@ class Splits:
         binarized on the device (``binarize_dynamic``), so the binarization is resampled every
         epoch.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise PyrovaeError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if not isinstance(generator, torch.Generator):
-            raise PyrovaeError(
-                f"generator must be a torch.Generator, got {type(generator).__name__}; "
-                f"make one with torch.Generator(device={str(self.device)!r}).manual_seed(seed)"
-            )
-        if generator.device.type != self.device.type:
-            raise PyrovaeError(
-                f"the generator is on {generator.device} but the data are on {self.device}: "
-                f"make it with torch.Generator(device={str(self.device)!r})"
-            )
+        _check_batch_args(batch_size, generator, self.device)
         return self._batches(batch_size, generator, drop_last)
 
     def _batches(
@@ -111,6 +101,126 @@ class Splits:
             f"Splits(name={self.name!r}, binarize={self.binarize!r}, {sizes}, "
             f"device={str(self.device)!r})"
         )
+
+
+def _check_batch_args(batch_size: int, generator: torch.Generator, device: torch.device) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise PyrovaeError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not isinstance(generator, torch.Generator):
+        raise PyrovaeError(
+            f"generator must be a torch.Generator, got {type(generator).__name__}; "
+            f"make one with torch.Generator(device={str(device)!r}).manual_seed(seed)"
+        )
+    if generator.device.type != device.type:
+        raise PyrovaeError(
+            f"the generator is on {generator.device} but the data are on {device}: "
+            f"make it with torch.Generator(device={str(device)!r})"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# sharding across the ranks of a data-parallel run (pyrovae.distributed)
+
+#: Rows per chunk of the validation and test ELBO (``objectives.dataset_elbo``'s batch): the
+#: ranks share out every chunk, so that their sums add up to the one-process sums.
+EVAL_CHUNK = 1000
+
+
+def part_bounds(total: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of ``rank``'s part of ``total`` rows shared out among ``world_size``
+    ranks: contiguous parts in rank order whose sizes differ by at most one, the larger first
+    (the rule of ``torch.tensor_split``)."""
+    size, extra = divmod(total, world_size)
+    lo = rank * size + min(rank, extra)
+    return lo, lo + size + (rank < extra)
+
+
+def chunk_parts(n: int, rank: int, world_size: int, chunk: int = EVAL_CHUNK) -> list[tuple]:
+    """For each chunk of ``chunk`` rows of ``n``: ``(start, lo, hi, length)``, the chunk's first
+    row, ``rank``'s part ``[lo, hi)`` within it, and its length."""
+    out = []
+    for start in range(0, n, chunk):
+        length = min(chunk, n - start)
+        out.append((start, *part_bounds(length, rank, world_size), length))
+    return out
+
+
+class RankBatch(NamedTuple):
+    """One rank's part of a global minibatch of ``total`` rows: rows ``[lo, hi)`` of it."""
+
+    x: torch.Tensor
+    lo: int
+    hi: int
+    total: int
+
+
+@dataclass(repr=False)
+class ShardedSplits(Splits):
+    """The data of one rank of ``world_size`` in a data-parallel run.
+
+    ``train`` is the whole training set in host (CPU) memory: every epoch shuffles the whole set
+    (:meth:`train_parts`) and moves to the device only this rank's part of that epoch's
+    minibatches. ``valid`` and ``test`` are this rank's shards, on the device: its part of every
+    chunk of :data:`EVAL_CHUNK` rows (:func:`chunk_parts`), ``num_valid`` and ``num_test`` the
+    sizes of the whole sets; ``full_test`` (host memory) is for the figures of rank 0.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    num_valid: int = 0
+    num_test: int = 0
+    full_test: torch.Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.valid.device
+
+    def train_parts(self, batch_size: int, generator: torch.Generator) -> Iterator[RankBatch]:
+        """This rank's parts of one epoch's global minibatches of ``batch_size``.
+
+        The permutation of the whole training set is drawn with ``generator`` (seeded alike on
+        every rank) exactly as :meth:`Splits.train_batches` draws it, and global minibatch j is
+        the same rows; this rank takes its part of each (:func:`part_bounds`), so the ranks'
+        parts of an epoch are disjoint and together the whole set once. Dynamic binarization
+        draws the uniforms of the whole global minibatch and keeps this rank's rows: the same
+        numbers as one process, and the generators of all ranks stay equal.
+        """
+        _check_batch_args(batch_size, generator, self.device)
+        n = self.train.shape[0]
+        perm = torch.randperm(n, generator=generator, device=self.device)
+        steps = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+        bounds = [part_bounds(stop - start, self.rank, self.world_size) for start, stop in steps]
+        index = torch.cat([perm[start + lo : start + hi]
+                           for (start, _), (lo, hi) in zip(steps, bounds, strict=True)])
+        rows = self.train.index_select(0, index.to(self.train.device)).to(self.device)
+        offset = 0
+        for (start, stop), (lo, hi) in zip(steps, bounds, strict=True):
+            x = rows[offset : offset + hi - lo]
+            offset += hi - lo
+            if self.binarize == "dynamic":
+                u = torch.rand((stop - start, *self.x_shape), generator=generator,
+                               device=self.device, dtype=x.dtype)
+                x = (u[lo:hi] < x).to(x.dtype)
+            yield RankBatch(x, lo, hi, stop - start)
+
+
+def shard(splits: Splits, rank: int, world_size: int,
+          device: str | torch.device) -> ShardedSplits:
+    """``rank``'s :class:`ShardedSplits` of ``splits`` (loaded in host memory) for ``device``."""
+    dev = _device(device)
+
+    def rows(x: torch.Tensor) -> torch.Tensor:
+        parts = [x[start + lo : start + hi]
+                 for start, lo, hi, _ in chunk_parts(x.shape[0], rank, world_size)]
+        return torch.cat(parts).to(dev)
+
+    return ShardedSplits(
+        name=splits.name, binarize=splits.binarize, train=splits.train.cpu(),
+        valid=rows(splits.valid), test=rows(splits.test),
+        test_binarization=splits.test_binarization, rank=rank, world_size=world_size,
+        num_valid=splits.valid.shape[0], num_test=splits.test.shape[0],
+        full_test=splits.test.cpu(),
+    )
 
 
 # --------------------------------------------------------------------------------------------
