@@ -546,7 +546,8 @@ def _tested(rows: Sequence[Check]) -> list[Check]:
 def format_table(rows: Sequence[Check]) -> str:
     """The report as a fixed-width table, one line per check, grouped by model."""
     lines, model = [], None
-    head = (f"{'check':<58} {'estimate':>11} {'reference':>11} {'SE':>9} {'z':>7} {'|z|<=':>6} "
+    w = max([5, *(len(r.check) for r in rows)])  # the longest label, never cut
+    head = (f"{'check':<{w}} {'estimate':>11} {'reference':>11} {'SE':>9} {'z':>7} {'|z|<=':>6} "
             f"{'p':>8} {'level':>8}  ")
     for r in rows:
         if r.model != model:
@@ -558,7 +559,7 @@ def format_table(rows: Sequence[Check]) -> str:
 
         verdict = "n/a" if "skipped" in r.detail else ("agree" if r.passed else "DISAGREE")
         lines.append(
-            f"{r.check[:58]:<58} {cell(r.estimate, '.4f', 11):>11} "
+            f"{r.check:<{w}} {cell(r.estimate, '.4f', 11):>11} "
             f"{cell(r.reference, '.4f', 11):>11} {cell(r.stderr, '.2g', 9):>9} "
             f"{cell(r.z, '.2f', 7):>7} {cell(r.threshold, '.3g', 6):>6} "
             f"{cell(r.p, '.2g', 8):>8} {cell(r.level, '.2g', 8):>8}  {verdict}"

@@ -18,6 +18,8 @@ from __future__ import annotations
 import pickle
 import random
 import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,8 @@ __all__ = ["atomic_save", "atomic_write_text", "build", "convert", "load", "read
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
+#: In a ``run_dir`` (the folder of a config's runs): a text file naming its latest run folder.
+LATEST = "latest"
 
 
 def rng_state(generator: torch.Generator) -> dict:
@@ -65,18 +69,74 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _find(path: str | Path) -> Path:
+def holds_run(folder: Path) -> bool:
+    """Whether ``folder`` is a run folder (it holds ``best.pt`` or ``checkpoint.pt``)."""
+    return (folder / BEST).is_file() or (folder / CHECKPOINT).is_file()
+
+
+def version_number(folder: Path) -> int:
+    """N of a folder named ``version_N``; -1 for any other name."""
+    match = re.fullmatch(r"version_(\d+)", folder.name)
+    return int(match.group(1)) if match else -1
+
+
+def versions(parent: Path) -> list[Path]:
+    """The run folders directly inside ``parent``, oldest first: ``version_N`` by N, then other
+    names by the time of their latest checkpoint."""
+    if not parent.is_dir():
+        return []
+    runs = [p for p in parent.iterdir() if p.is_dir() and holds_run(p)]
+
+    def when(p: Path) -> float:
+        return max((p / f).stat().st_mtime for f in (BEST, CHECKPOINT) if (p / f).is_file())
+
+    return sorted(runs, key=lambda p: (version_number(p) >= 0, version_number(p), when(p)))
+
+
+def write_latest(parent: Path, run: Path) -> None:
+    """Point ``parent/latest`` (a text file holding the run folder's name) at ``run``,
+    atomically."""
+    atomic_write_text(run.name + "\n", parent / LATEST)
+
+
+def resolve_run(path: str | Path) -> tuple[Path, str | None]:
+    """The run folder (or checkpoint file) that ``path`` names, and a note when it was picked
+    from a parent folder: ``path`` itself when it is a checkpoint file or a run folder; else
+    the run that ``path/latest`` names; else its highest ``version_N`` (or newest run)."""
     path = Path(path)
-    if path.is_dir():
-        candidates = [path / BEST, path / CHECKPOINT]
-        found = next((p for p in candidates if p.is_file()), None)
-        if found is None:
-            raise PyrovaeError(f"{path} holds no {BEST} or {CHECKPOINT}: pass a run folder "
-                               f"written by python -m pyrovae.fit, or a checkpoint file")
-        return found
-    if not path.is_file():
-        raise PyrovaeError(f"{path} does not exist: pass a run folder or a checkpoint file")
-    return path
+    if path.is_file():
+        return path, None
+    if not path.exists():
+        raise PyrovaeError(f"{path} does not exist: pass a run folder written by python -m "
+                           "pyrovae.fit, the folder above it (run_dir), or a checkpoint file")
+    if not path.is_dir():
+        raise PyrovaeError(f"{path} is not a folder or a file: pass a run folder, the folder "
+                           "above it (run_dir), or a checkpoint file")
+    if holds_run(path):
+        return path, None
+    latest = path / LATEST
+    if latest.is_file():
+        name = latest.read_text().strip()
+        chosen = path / name
+        if name and "/" not in name and name not in (".", "..") and holds_run(chosen):
+            return chosen, f"the latest run in {path} (named in {latest})"
+    runs = versions(path)
+    if runs:
+        return runs[-1], f"the latest of the {len(runs)} runs in {path}"
+    raise PyrovaeError(f"{path} holds no run ({BEST} or {CHECKPOINT}) and no run folders: pass "
+                       "a run folder written by python -m pyrovae.fit (such as "
+                       f"{path / 'version_0'}), the folder above it, or a checkpoint file")
+
+
+def _find(path: str | Path, log: Callable[[str], None] | None = None) -> Path:
+    """The checkpoint file ``path`` names: the file itself, or a run folder's ``best.pt``
+    (else ``checkpoint.pt``), the run picked by :func:`resolve_run` (``log`` says which)."""
+    found, note = resolve_run(path)
+    if found.is_dir():
+        found = next(p for p in (found / BEST, found / CHECKPOINT) if p.is_file())
+    if note is not None and log is not None:
+        log(f"pyrovae: using {found}, {note}")
+    return found
 
 
 def _refused(path: Path, err: Exception) -> PyrovaeError:
@@ -91,10 +151,12 @@ def _refused(path: Path, err: Exception) -> PyrovaeError:
     )
 
 
-def read(path: str | Path) -> dict:
+def read(path: str | Path, log: Callable[[str], None] | None = None) -> dict:
     """A checkpoint file, or a run folder's ``best.pt`` (else ``checkpoint.pt``), on the CPU,
-    loaded with ``weights_only=True``: tensors and plain data only, no code run."""
-    path = _find(path)
+    loaded with ``weights_only=True``: tensors and plain data only, no code run. ``path`` may
+    also be the folder above the runs (a config's ``run_dir``): its latest run is read, and
+    ``log`` says which."""
+    path = _find(path, log)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -140,12 +202,29 @@ def build(cfg: Config, x_shape) -> VAE:
     return VAE(**vae_kwargs(cfg, x_shape))
 
 
-def load(path: str | Path, device: str | torch.device = "cpu") -> VAE:
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def load(path: str | Path, device: str | torch.device = "cpu",
+         log: Callable[[str], None] | None = _stderr) -> VAE:
     """The trained VAE of a run folder (its best model) or of a checkpoint file, in eval mode.
+    ``path`` may be the folder above the runs (a config's ``run_dir``, e.g. ``runs/mnist``):
+    then its latest run is loaded and ``log`` (stderr by default; None: silent) says which.
 
     Example: ``vae = pyrovae.load("runs/mnist")``; then ``vae.encode(x)``, ``vae.decode(z)``.
     """
-    ckpt = read(path)
+    if not isinstance(path, (str, Path)):
+        raise PyrovaeError(f"pyrovae.load takes a run folder or checkpoint file path, got "
+                           f"{type(path).__name__}")
+    if not isinstance(device, torch.device):
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise PyrovaeError(f"bad device {device!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PyrovaeError(f"device {str(device)!r} but no CUDA GPU is available: use cpu")
+    ckpt = read(path, log)
     cfg = from_dict(ckpt["config"])
     vae = build(cfg, ckpt["x_shape"])
     vae.load_state_dict(ckpt["model"])

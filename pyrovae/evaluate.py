@@ -1,15 +1,18 @@
 """``python -m pyrovae.evaluate RUN_DIR``: how good are the bound and the guide of a trained run.
 
-    python -m pyrovae.evaluate runs/mnist                      # every test example, K = 5000
-    python -m pyrovae.evaluate runs/mnist --limit 100 --iwae-samples 1000 --json
+    python -m pyrovae.evaluate runs/mnist                      # its latest run; K = 5000
+    python -m pyrovae.evaluate runs/mnist/version_0 --limit 100 --iwae-samples 1000 --json
+    python -m pyrovae.evaluate runs/mnist --nuts 2             # + a NUTS reference posterior
 
 On the test split of the run's dataset (binarized as the run's data config says), it reports in
 nats per example: the ELBO (closed-form KL, and sampled from the Pyro model and guide), the
 importance-weighted estimate of log p(x) with K samples (Burda et al. 2015) and its standard
 error, PSIS (Yao et al. 2018: Pareto k-hat per example, the fraction above 0.7, the smoothed
 log p(x)), the active units, the inference gap split into approximation and amortization gaps
-(Cremer et al. 2018) and, for a few examples, a NUTS reference posterior compared with q(z|x).
-It writes ``evaluation.json``, ``posterior.png`` and ``khat.png`` into the run folder.
+(Cremer et al. 2018) and, on request (``--nuts N``: slow), for N examples a NUTS reference
+posterior compared with q(z|x). It writes ``evaluation.json`` and ``khat.png`` (and with NUTS
+``posterior.png``) into the run folder. RUN_DIR is a run folder, one of its ``.pt`` files, or
+the folder above the runs (a config's ``run_dir``: its latest run, named on stderr).
 """
 
 from __future__ import annotations
@@ -30,10 +33,10 @@ import torch
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from pyrovae import checkpoint, diagnostics, objectives
+from pyrovae import checkpoint, cli, diagnostics, objectives
 from pyrovae.errors import PyrovaeError
 from pyrovae.files import atomic_write
-from pyrovae.fit import load_splits, resolve_device
+from pyrovae.fit import choose_threads, load_splits, resolve_device
 from pyrovae.model import VAE
 
 RESULTS = "evaluation.json"
@@ -49,7 +52,7 @@ class Options:
 
     iwae_samples: int = 5000  # K importance samples per example
     limit: int | None = None  # the first N test examples (None: all)
-    nuts_examples: int = 2  # examples with a NUTS reference posterior (0: none)
+    nuts_examples: int = 0  # examples with a NUTS reference posterior (0: none; slow)
     nuts_warmup: int = 300
     nuts_samples: int = 300  # draws per chain after warmup
     nuts_chains: int = 2
@@ -83,8 +86,13 @@ class Options:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise PyrovaeError(f"{flag} must be an integer >= {low}, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise PyrovaeError(f"--seed must be an integer, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not (
+                0 <= self.seed < 2**32):
+            raise PyrovaeError(f"--seed must be an integer from 0 to 2**32 - 1, got {self.seed!r}")
+        d = self.device
+        if not isinstance(d, str) or not (d in ("auto", "cpu", "cuda") or (
+                d.startswith("cuda:") and d[5:].isdigit())):
+            raise PyrovaeError(f"--device must be auto, cpu, cuda or cuda:N, got {d!r}")
         return self
 
 
@@ -204,12 +212,14 @@ def nuts(vae: VAE, x: torch.Tensor, opts: Options) -> tuple[dict | None, list]:
         return None, []
     with torch.no_grad():
         loc, scale = vae.encoder(x[:n])
-    idata = diagnostics.nuts_posterior(
-        vae, x[:n], opts.nuts_warmup, opts.nuts_samples, opts.nuts_chains, seed=opts.seed
-    )
-    examples = diagnostics.posterior_comparison(
-        idata, loc, scale, labels=[f"test example {i}" for i in range(n)]
-    )
+    with warnings.catch_warnings(record=True) as caught:  # reported inside the table
+        warnings.simplefilter("always", UserWarning)
+        idata = diagnostics.nuts_posterior(
+            vae, x[:n], opts.nuts_warmup, opts.nuts_samples, opts.nuts_chains, seed=opts.seed
+        )
+        examples = diagnostics.posterior_comparison(
+            idata, loc, scale, labels=[f"test example {i}" for i in range(n)]
+        )
     examples = [{"index": i, **row} for i, row in enumerate(examples)]
     z = idata.posterior["z"].values  # (chain, draw, example, latent)
     draws = [z[:, :, i, :].reshape(-1, vae.z_dim) for i in range(n)]
@@ -227,6 +237,8 @@ def nuts(vae: VAE, x: torch.Tensor, opts: Options) -> tuple[dict | None, list]:
         "mean_abs_mean_z": float(np.mean([np.abs(e["mean_z"]).mean() for e in examples])),
         "mean_std_ratio": float(np.mean([np.mean(e["std_ratio"]) for e in examples])),
         "examples": examples,
+        "warnings": [" ".join(str(w.message).split()) for w in caught
+                     if issubclass(w.category, UserWarning) and str(w.message).startswith("NUTS")],
     }
     return summary, draws
 
@@ -242,20 +254,19 @@ class _Clock:
         self._last = now
 
 
-def evaluate(run_dir: str | Path, opts: Options | None = None) -> dict:
+def evaluate(run_dir: str | Path, opts: Options | None = None, log=cli.log) -> dict:
     """Every diagnostic of a trained run (its best model; or the checkpoint file ``run_dir``
-    names) on its test split; writes ``evaluation.json`` (and the figures, unless
-    ``opts.figures`` is False) into the run folder and returns the results (nats per example)."""
+    names; or, for the folder above the runs, its latest run, which ``log`` names) on its test
+    split; writes ``evaluation.json`` (and the figures, unless ``opts.figures`` is False) into
+    the run folder and returns the results (nats per example)."""
     opts = (opts or Options()).check()
     began = time.perf_counter()
-    source = Path(run_dir)  # a run folder, or one of its checkpoint files
-    if not source.exists():
-        raise PyrovaeError(
-            f"run folder {source} does not exist: pass a folder written by python -m pyrovae.fit"
-        )
+    source, note = checkpoint.resolve_run(run_dir)  # a run folder, or a checkpoint file
+    if note is not None and log is not None:
+        log(f"pyrovae.evaluate: using {source}, {note}")
     run_dir = source if source.is_dir() else source.parent
     device = resolve_device(opts.device)
-    vae = checkpoint.load(source, device)
+    vae = checkpoint.load(source, device, log=None)
     splits = load_splits(vae.config, device)
     x = splits.test if opts.limit is None else splits.test[: opts.limit]
     vae.check(x)
@@ -395,6 +406,7 @@ def format_table(r: dict) -> str:
         f"pyrovae.evaluate {r['run_dir']}: {r['dataset']}, {r['num_examples']} test examples, "
         f"{r['likelihood']} likelihood, {r['prior']} prior, z_dim {r['z_dim']}",
         f"test set: {r['test_binarization']}",
+        *_warning_lines(r),
         "",
         "nats per example (± std. error over examples)",
         f"  {'ELBO, closed-form KL' if r['elbo_kl_closed_form'] else 'ELBO, Monte Carlo KL':<40}"
@@ -408,12 +420,12 @@ def format_table(r: dict) -> str:
     ]
     if r.get("pareto_k_mean") is not None:
         q = r["pareto_k_quantiles"]
-        lines.append(
+        lines += [
             f"PSIS Pareto k-hat: mean {r['pareto_k_mean']:.2f}, median {q['0.5']:.2f}, "
             f"95% {q['0.95']:.2f}, max {r['pareto_k_max']:.2f}; "
-            f"{100 * r['pareto_k_frac_bad']:.1f}% of examples above 0.7 (q(z|x) unreliable "
-            "as a proposal there)"
-        )
+            f"{100 * r['pareto_k_frac_bad']:.1f}% of examples above 0.7",
+            f"  {KHAT_NOTE}",
+        ]
     else:
         lines.append(f"PSIS: skipped ({r.get('psis_note', '')})")
     lines.append(
@@ -445,46 +457,56 @@ def format_table(r: dict) -> str:
     return "\n".join(lines)
 
 
+#: What k-hat means, printed under its line.
+KHAT_NOTE = (
+    "(k-hat: how heavy-tailed the weights p(x,z)/q(z|x) are; above 0.7 IWAE and PSIS may sit "
+    "below log p(x) there: a limit of q(z|x) as a proposal, common in VAEs, not an error)"
+)
+
+
+def _warning_lines(r: dict) -> list[str]:
+    """The run's warnings, each with what it means for the numbers below (none: no lines)."""
+    found = list((r.get("nuts") or {}).get("warnings", []))
+    if not found:
+        return []
+    return [
+        "",
+        f"warnings ({len(found)}): they concern the NUTS reference posterior only (the last "
+        "section), not the bounds or q(z|x):",
+        *(f"  - {w}" for w in found),
+    ]
+
+
 def _nuts_lines(n: dict) -> list[str]:
+    """One line per example: convergence, and how far q(z|x) sits from NUTS (per-dimension
+    numbers in evaluation.json and posterior.png)."""
     lines = [
         f"NUTS reference posterior ({n['num_chains']} chains x {n['num_samples']} draws "
-        f"after {n['num_warmup']} warmup) against q(z|x):"
+        f"after {n['num_warmup']} warmup) against q(z|x); per dimension in {RESULTS}:"
     ]
     for e in n["examples"]:
         flags = [
             f for f, on in (("R-HAT > 1.01", e["rhat_flag"]), ("LOW ESS", e["ess_flag"])) if on
         ]
+        shift = float(np.mean(np.abs(e["mean_z"])))
+        ratio = float(np.mean(e["std_ratio"]))
         lines.append(
             f"  test example {e['index']}: max r-hat {e['max_r_hat']:.3f}, min bulk ESS "
-            f"{e['min_ess_bulk']:.0f}, {e['divergences']} divergences"
+            f"{e['min_ess_bulk']:.0f}, {e['divergences']} divergences; mean |q - NUTS| mean "
+            f"{shift:.2f} NUTS sd, q sd / NUTS sd {ratio:.2f}"
             + (f"  [{', '.join(flags)}]" if flags else "")
         )
-        lines.append(
-            f"    {'dim':>4} {'NUTS mean':>10} {'NUTS sd':>8} {'q mean':>8} "
-            f"{'q sd':>7} {'(q-NUTS)/sd':>12}"
-        )
-        for d in range(len(e["nuts_mean"])):
-            lines.append(
-                f"    {d:>4} {e['nuts_mean'][d]:>10.3f} {e['nuts_std'][d]:>8.3f} "
-                f"{e['q_mean'][d]:>8.3f} {e['q_std'][d]:>7.3f} {e['mean_z'][d]:>12.2f}"
-            )
     return lines
 
 
 # ---- command line --------------------------------------------------------------------------
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (``error: ...``, exit status 2), like every CLI here."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {' '.join(message.split())} (see {self.prog} --help)\n")
-
-
 # (flag, Options field, metavar, help); the default comes from Options
 _INT_OPTIONS = (
     ("--iwae-samples", "iwae_samples", "K", "importance samples per example"),
-    ("--nuts", "nuts_examples", "N_EXAMPLES", "examples with a NUTS reference posterior (0 skips)"),
+    ("--nuts", "nuts_examples", "N_EXAMPLES",
+     "examples with a NUTS reference posterior (slow: about a minute each on a CPU; 0 skips)"),
     ("--nuts-warmup", "nuts_warmup", "W", "NUTS warmup steps per chain"),
     ("--nuts-samples", "nuts_samples", "S", "NUTS draws per chain after warmup"),
     ("--nuts-chains", "nuts_chains", "C", "NUTS chains, run one after the other"),
@@ -496,14 +518,16 @@ _INT_OPTIONS = (
 
 
 def parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = cli.Parser(
         prog="python -m pyrovae.evaluate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     d = Options()
     p.add_argument(
-        "run_dir", metavar="RUN_DIR", help="a run folder written by pyrovae.fit (or its .pt file)"
+        "run_dir", metavar="RUN_DIR",
+        help="a run folder written by pyrovae.fit, its .pt file, or the folder above the runs "
+        "(its latest run)"
     )
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="evaluate the first N test examples (default: all)")
@@ -516,26 +540,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parser().parse_args(argv)
-    except SystemExit as exit_:  # --help (0) or a one-line usage error (2)
-        return int(exit_.code or 0)
+    args = parser().parse_args(argv)
     opts = Options(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Options)
-                      if hasattr(args, f.name)})
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
-            result = evaluate(args.run_dir, opts)
-    except PyrovaeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    for w in caught:  # the diagnostics' own warnings, one line each
-        if issubclass(w.category, UserWarning) and str(w.message).startswith("NUTS"):
-            print(f"warning: {' '.join(str(w.message).split())}", file=sys.stderr)
+                      if hasattr(args, f.name)}).check()
+    choose_threads("auto", log=cli.log)
+    result = evaluate(args.run_dir, opts)
     if args.json:
         print(json.dumps(_jsonable(result), indent=2))
     else:

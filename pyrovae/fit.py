@@ -1,11 +1,17 @@
 """``python -m pyrovae.fit``: train a VAE from a config with ``pyro.infer.SVI``, end to end.
 
-    python -m pyrovae.fit                                   # configs/mnist.yaml
+    python -m pyrovae.fit                                   # a new run: runs/mnist/version_N
     python -m pyrovae.fit --config configs/mnist_vamp.yaml train.epochs=3 run_dir=runs/vamp
-    python -m pyrovae.fit --resume runs/mnist               # continue a stopped run
+    python -m pyrovae.fit --resume runs/mnist               # continue its latest run
+    python -m pyrovae.fit --resume runs/mnist/version_0     # continue this run
     torchrun --nproc_per_node=4 -m pyrovae.fit --config configs/mnist.yaml   # 4 ranks
 
-Every epoch writes ``checkpoint.pt`` atomically (model, optimizer, RNG states, config, epoch,
+Each run gets its own folder: ``run_dir`` (from the config) holds the config's runs,
+``version_0``, ``version_1``, ... (the next free N; ``run_name=NAME`` for ``run_dir/NAME``), and
+the text file ``latest`` naming the newest one; nothing of an earlier run is overwritten.
+``--resume``, ``pyrovae.load``, ``evaluate``, ``generate`` and ``check --checkpoint`` take a run
+folder or ``run_dir`` itself (its latest run; they say which). Every epoch writes
+``checkpoint.pt`` atomically (model, optimizer, RNG states, config, epoch,
 metrics), ``best.pt`` when the validation ELBO improves, and ``metrics.csv``; at the end the
 figures ``samples.png``, ``reconstructions.png``, ``elbo.png``, ``interpolation.png`` (and
 ``manifold.png`` when z_dim = 2). A CPU run resumed after ``kill -9`` ends with the same numbers
@@ -34,15 +40,17 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from pyrovae import checkpoint, distributed, objectives, plots, schedules
+from pyrovae import checkpoint, cli, distributed, objectives, plots, schedules, tracking
 from pyrovae.config import (
     Config,
     apply_overrides,
+    check_threads,
     from_dict,
     load_config,
     resolve_path,
     to_dict,
     to_yaml,
+    validate,
 )
 from pyrovae.data import Splits, load_data
 from pyrovae.errors import PyrovaeError
@@ -87,6 +95,62 @@ def load_splits(cfg: Config, device: torch.device,
     splits = distributed.shard_splits(ctx, ctx.rank0_first(lambda: load("cpu")), device)
     distributed.check_batch(ctx, cfg.train.batch_size, splits.train.shape[0])
     return splits
+
+
+def data_source(cfg: Config) -> str:
+    """Where the run's data comes from, in words: the mirror and how it was given, the cache."""
+    d = cfg.data
+    if d.name in ("folder", "npy"):
+        return f"{d.name} {resolve_path(d.path).resolve()}"
+    from pyrovae.data.cache import cache_root, resolve_mirror
+
+    mirror = resolve_mirror(d.mirror)
+    root = cache_root(resolve_path(d.root), mirror)
+    if mirror is None:
+        return f"{d.name} from the cache {root} (downloaded by torchvision if missing)"
+    how = "data.mirror" if d.mirror else "PYROVAE_DATA_MIRROR"
+    return f"{d.name} from the mirror {mirror.resolve()} ({how}), cached in {root}"
+
+
+def cpu_count() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def choose_threads(setting, saved: int | None = None, log=print) -> int:
+    """Set torch's CPU threads for a run and return how many it uses.
+
+    ``train.threads=N`` is kept as given; with ``auto`` (the default) an ``OMP_NUM_THREADS``
+    the user set is kept; a resumed run keeps the count it was started with (so that it
+    repeats bit for bit); otherwise, when the 1-minute load average says other processes keep
+    some cores busy, it uses only the idle ones (at least 1): torch's threads wait for each
+    other at every operation, so on 2 cores shared with one busy process an MNIST epoch took
+    13.6 s with 2 threads and 5.4 s with 1. It logs what it chose when that is not torch's
+    default."""
+    requested = check_threads(setting)
+    default = torch.get_num_threads()
+    if requested is not None:
+        n, why = requested, "train.threads"
+    elif os.environ.get("OMP_NUM_THREADS"):
+        return default  # the user's choice, which torch already follows
+    elif saved is not None:
+        n, why = int(saved), "as when the run started, so that it repeats exactly"
+    else:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average on this system
+            return default
+        cores = cpu_count()
+        n = max(1, min(default, int(cores - load + 0.5)))
+        why = (f"auto: load average {load:.1f} on {cores} cores, other processes are busy; "
+               "set train.threads=N or OMP_NUM_THREADS to choose")
+    if n != default:
+        torch.set_num_threads(n)
+        log(f"threads: {n} of {default} ({why})")
+    return n
 
 
 def _run_device(cfg: Config, ctx: distributed.Context | None) -> torch.device:
@@ -138,8 +202,11 @@ class Run:
     step: int = 0
     metrics: list[dict] = field(default_factory=list)
     best_valid: float = -math.inf
+    threads: int = 0  # CPU threads it runs with (saved: a resumed run keeps them)
+    origin: str = ""  # how the run folder was chosen, for the log
     dist: distributed.Context | None = None  # under torchrun
     loss_module: distributed.LossModule | None = None  # its loss, wrapped by DDP
+    tensorboard: tracking.TensorBoard | None = None  # train.tensorboard=true, rank 0
 
     @property
     def main(self) -> bool:
@@ -171,6 +238,7 @@ class Run:
             "metrics": self.metrics,
             "best_valid": self.best_valid,
             "device": str(self.splits.device),
+            "threads": self.threads,
         }
 
     def save(self) -> None:
@@ -181,16 +249,61 @@ class Run:
         checkpoint.atomic_save(best, self.run_dir / checkpoint.BEST)
 
 
-def start(cfg: Config, ctx: distributed.Context | None = None) -> Run:
-    """A new run: refuses a run folder that already holds a run (nothing is overwritten)."""
-    run_dir = resolve_path(cfg.run_dir)
+def check_run_parent(parent: Path, run_name: str | None = None) -> None:
+    """Refuse, before any work, a ``run_dir`` where a new run folder cannot go: a file, a run
+    folder itself, or a ``run_name`` folder that already holds a run."""
+    if parent.exists() and not parent.is_dir():
+        raise PyrovaeError(f"run_dir {parent} is a file, not a folder: choose another "
+                           "run_dir=... (runs go into run_dir/version_N)")
+    above = next((p for p in parent.absolute().parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise PyrovaeError(f"cannot create a run folder in {parent}: {above} is a file; choose "
+                           "another run_dir=...")
+    if checkpoint.holds_run(parent):
+        raise PyrovaeError(
+            f"run_dir {parent} is itself a run folder (it holds {checkpoint.CHECKPOINT}): new "
+            f"runs go into run_dir/version_N, so choose another run_dir=... (such as "
+            f"{parent.parent}), or continue this run with --resume {parent}")
+    if run_name is not None:
+        folder = parent / run_name
+        if folder.exists() and not folder.is_dir():
+            raise PyrovaeError(f"{folder} is a file: choose another run_name=...")
+        if checkpoint.holds_run(folder):
+            raise PyrovaeError(f"{folder} already holds a run: continue it with --resume "
+                               f"{folder}, or choose another run_name=... (or none: a new "
+                               f"{parent}/version_N)")
 
-    def refuse_existing() -> None:
-        if (run_dir / checkpoint.CHECKPOINT).exists():
-            raise PyrovaeError(f"{run_dir} already holds a run: continue it with --resume "
-                               f"{run_dir}, or choose another folder with run_dir=...")
 
-    _on_main(ctx, refuse_existing)
+def new_run_folder(parent: Path, run_name: str | None = None) -> Path:
+    """Create and return the new run's folder: ``parent/run_name``, or ``parent/version_N``
+    with the next free N (``mkdir`` without ``exist_ok``: two runs started at once get two
+    folders)."""
+    check_run_parent(parent, run_name)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        if run_name is not None:
+            folder = parent / run_name
+            folder.mkdir(exist_ok=True)
+            return folder
+        n = 1 + max((checkpoint.version_number(p) for p in parent.iterdir()), default=-1)
+        while True:
+            folder = parent / f"version_{n}"
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:
+                n += 1
+    except OSError as err:
+        raise PyrovaeError(f"cannot create a run folder in {parent} ({err.strerror or err}): "
+                           "choose another run_dir=...") from None
+
+
+def start(cfg: Config, ctx: distributed.Context | None = None, log=print) -> Run:
+    """A new run in a new folder, ``run_dir/version_N`` (or ``run_dir/run_name``), which
+    ``run_dir/latest`` then names; a folder that holds a run is never written into."""
+    parent = resolve_path(cfg.run_dir)
+    _on_main(ctx, lambda: check_run_parent(parent, cfg.run_name))
+    threads = choose_threads(cfg.train.threads, log=log if ctx is None or ctx.main else _silent)
     pyro.set_rng_seed(cfg.train.seed)
     device = _run_device(cfg, ctx)
     splits = load_splits(cfg, device, ctx)
@@ -198,40 +311,57 @@ def start(cfg: Config, ctx: distributed.Context | None = None) -> Run:
     _all(ctx, lambda: check_data(vae, splits))
     if cfg.model.output_bias == "data_mean":
         vae.set_output_bias_to_mean(splits.train.mean(0))
+    steps = _all(ctx, lambda: stepper(cfg, vae))
 
-    def write_config() -> None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.atomic_write_text(to_yaml(cfg), run_dir / "config.yaml")
+    def make_folder() -> str:
+        folder = new_run_folder(parent, cfg.run_name)
+        header = f"# data_source: {data_source(cfg)}\n"
+        checkpoint.atomic_write_text(header + to_yaml(cfg), folder / "config.yaml")
+        return str(folder)
 
-    _on_main(ctx, write_config)
+    if ctx is None:
+        run_dir = Path(make_folder())
+    else:
+        run_dir = Path(ctx.broadcast(ctx.agree(make_folder if ctx.main else lambda: None)))
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
-    run = Run(cfg, run_dir, splits, vae, _all(ctx, lambda: stepper(cfg, vae)), generator,
-              dist=ctx)
+    run = Run(cfg, run_dir, splits, vae, steps, generator, threads=threads,
+              origin=f"new; {parent / checkpoint.LATEST} names it", dist=ctx)
     _data_parallel(run)
     # epoch 0: a checkpoint exists from the start, so Ctrl-C always leaves one
     _on_main(ctx, run.save)
+    _on_main(ctx, lambda: checkpoint.write_latest(parent, run_dir))
     return run
 
 
 def resume(run_dir: str | Path, overrides: list[str] | tuple = (),
-           ctx: distributed.Context | None = None) -> Run:
-    """The run saved in ``run_dir``, at the end of its last completed epoch. Overrides (such as
-    ``train.epochs=20`` to train longer) apply on top of the saved config. Under torchrun rank 0
-    reads the checkpoint and sends it to the others, with any number of ranks."""
-    run_dir = Path(run_dir)
-    path = run_dir / checkpoint.CHECKPOINT
+           ctx: distributed.Context | None = None, log=print) -> Run:
+    """The run saved in ``run_dir``, at the end of its last completed epoch: a run folder, its
+    ``checkpoint.pt``, or the folder above the runs (its latest run; ``Run.origin`` says so).
+    Overrides (such as ``train.epochs=20`` to train longer) apply on top of the saved config.
+    Under torchrun rank 0 reads the checkpoint and sends it to the others, with any number of
+    ranks."""
 
-    def read() -> dict:
+    def read() -> tuple[dict, str, str]:
+        try:
+            folder, note = checkpoint.resolve_run(run_dir)
+        except PyrovaeError as err:
+            raise PyrovaeError(f"nothing to resume: {err}") from None
+        if folder.is_file():  # a checkpoint file: its run folder
+            folder = folder.parent
+        path = folder / checkpoint.CHECKPOINT
         if not path.is_file():
-            raise PyrovaeError(f"nothing to resume: {path} does not exist (start a run with "
-                               f"python -m pyrovae.fit run_dir={run_dir})")
-        return checkpoint.read(path)
+            raise PyrovaeError(f"nothing to resume: {path} does not exist (start a new run "
+                               "with python -m pyrovae.fit)")
+        return checkpoint.read(path), str(folder), note or ""
 
     if ctx is None:
-        state = read()
+        state, folder, note = read()
     else:
-        state = ctx.broadcast(ctx.agree(read if ctx.main else lambda: None))
+        state, folder, note = ctx.broadcast(ctx.agree(read if ctx.main else lambda: None))
+    run_dir = Path(folder)
     cfg = _all(ctx, lambda: apply_overrides(from_dict(state["config"]), overrides))
+    threads = choose_threads(cfg.train.threads, saved=state.get("threads"),
+                             log=log if ctx is None or ctx.main else _silent)
     device = _run_device(cfg, ctx)
     splits = load_splits(cfg, device, ctx)
     vae = checkpoint.build(cfg, splits.x_shape).to(device)
@@ -246,7 +376,8 @@ def resume(run_dir: str | Path, overrides: list[str] | tuple = (),
         saved = torch.device(state.get("device", "cuda:0")).index or 0
         torch.cuda.set_rng_state(state["rng"]["cuda"][saved], device=device)
     run = Run(cfg, run_dir, splits, vae, steps, generator, state["epoch"], state["step"],
-              list(state["metrics"]), state["best_valid"], dist=ctx)
+              list(state["metrics"]), state["best_valid"], threads=threads,
+              origin=f"resumed: {note}" if note else "resumed", dist=ctx)
     _data_parallel(run)
     return run
 
@@ -267,8 +398,7 @@ def train_epoch(run: Run) -> dict:
     """One pass over the shuffled training set; returns the epoch's row of metrics."""
     cfg, vae, n = run.cfg, run.vae, run.splits.train.shape[0]
     steps = math.ceil(n / cfg.train.batch_size)
-    vae.train()
-    vae.validate_inputs = False  # the data was checked once in check_data
+    vae.train()  # the data was checked once (check_data); the engines step without checks
     total, began, cpu = 0.0, time.perf_counter(), time.process_time()
     bar = tqdm(total=steps, desc=f"epoch {run.epoch + 1}/{cfg.train.epochs}", leave=False,
                disable=None if cfg.train.progress and run.main else True, dynamic_ncols=True)
@@ -298,7 +428,6 @@ def train_epoch(run: Run) -> dict:
             bar.update()
     finally:
         bar.close()
-        vae.validate_inputs = True
     seconds = time.perf_counter() - began
     return {"train_objective": -total / steps / n, "beta": beta, "seconds": seconds,
             "cpu_seconds": time.process_time() - cpu}
@@ -349,6 +478,10 @@ def run_epoch(run: Run, log=print) -> dict:
     if run.main:  # under torchrun rank 0 alone writes (every rank holds the same state)
         run.save()
         write_metrics(run)
+        if run.cfg.train.tensorboard:
+            if run.tensorboard is None:
+                run.tensorboard = tracking.TensorBoard(run.run_dir, seed=run.cfg.train.seed)
+            run.tensorboard.log_epoch(row, run.vae)
     log(f"epoch {row['epoch']:>3}: train objective {row['train_objective']:9.3f}  valid ELBO "
         f"{row['valid_elbo']:9.3f}  test ELBO {row['test_elbo']:9.3f}  (KL {row['kl']:.2f}, "
         f"recon {row['recon']:.2f}) nats/example, {row['seconds']:.1f} s")
@@ -377,15 +510,29 @@ def fit(cfg: Config | None = None, resume_dir: str | Path | None = None,
         ctx: distributed.Context | None = None) -> Path:
     """Train a config (or resume a run) to the end and write its figures; returns the run folder.
     Under torchrun (``ctx``), every rank trains and rank 0 alone logs and writes."""
+    threads = torch.get_num_threads()
+    try:
+        return _fit(cfg, resume_dir, overrides, log, ctx)
+    finally:
+        torch.set_num_threads(threads)  # a run's own choice ends with it
+
+
+def _fit(cfg: Config | None, resume_dir: str | Path | None, overrides, log,
+         ctx: distributed.Context | None) -> Path:
+    if cfg is not None:
+        validate(cfg)  # a Config built in Python has not been checked yet
+    if (cfg is not None and cfg.train.tensorboard) or "train.tensorboard=true" in overrides:
+        tracking.summary_writer_class()  # missing TensorBoard: say so before training
     if resume_dir:
-        run = resume(resume_dir, overrides, ctx)
+        run = resume(resume_dir, overrides, ctx, log)
     else:
-        run = start(cfg or load_config(), ctx)
+        run = start(cfg or load_config(), ctx, log)
     if not run.main:
         log = _silent
     log(f"pyrovae.fit: {run.cfg.data.name} {run.splits.x_shape}, {run.splits.train.shape[0]} "
         f"training examples on {run.splits.device}, loss {run.cfg.train.loss}; run folder "
-        f"{run.run_dir} (epoch {run.epoch} of {run.cfg.train.epochs})")
+        f"{run.run_dir} ({run.origin}; epoch {run.epoch} of {run.cfg.train.epochs})")
+    log(f"data_source: {data_source(run.cfg)}")
     if ctx is not None:
         b, w = run.cfg.train.batch_size, ctx.world_size
         log(f"data-parallel over {w} ranks ({dist_backend()}): train.batch_size={b} is the "
@@ -417,15 +564,20 @@ def _stop(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pyrovae.fit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.Parser(prog="python -m pyrovae.fit", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML config (default configs/mnist.yaml)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR (a run folder, or the folder above "
+                        "the runs: its latest run)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted overrides, e.g. train.epochs=3 model.prior=vamp")
-    args = parser.parse_args(argv)
     ctx = None
     try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exit_:  # --help
+            return exit_.code if isinstance(exit_.code, int) else 0
         if distributed.launched():
             ctx = distributed.init()
             signal.signal(signal.SIGTERM, _stop)
@@ -441,16 +593,16 @@ def main(argv: list[str] | None = None) -> int:
         if ctx is None and distributed.launched() and os.environ.get("RANK", "0") != "0":
             return 2  # torchrun's variables are wrong on every rank: rank 0 says so
         if ctx is None or ctx.main:
-            print(f"error: {err}", file=sys.stderr)
+            cli.print_error(err)
         elif not isinstance(err, distributed.AgreedError):  # this rank's own
-            print(f"error: rank {ctx.rank}: {err}", file=sys.stderr)
+            cli.print_error(err, prefix=f"rank {ctx.rank}: ")
         distributed.close(ctx)
-        return 2
+        return cli.USAGE
     except KeyboardInterrupt:
         if ctx is None or ctx.main:
             print("\ninterrupted: the last epoch's checkpoint is kept; continue with "
                   "python -m pyrovae.fit --resume RUN_DIR", file=sys.stderr)
-        return 130
+        return cli.INTERRUPTED
     except (Stopped, torch.distributed.DistError) as err:
         what = "stopped by torchrun" if isinstance(err, Stopped) else \
             f"a collective failed ({(str(err).strip().splitlines() or [''])[0][:160]})"

@@ -229,3 +229,39 @@ def test_json_says_whether_the_gaps_are_reliable(json_result):
     assert ("gaps_note" in r) == (not r["gaps_reliable"])
     # after one epoch most of the first 10 test images have k-hat > 0.7 (as over all 40)
     assert frac > 0 and r["pareto_k_frac_bad"] > 0
+
+
+# ---- a fast, readable default report ---------------------------------------------------------
+
+
+def test_the_default_report_is_fast_and_warnings_sit_inside_it(run_dir, tmp_path, capsys):
+    """NUTS runs only on request; its warnings appear inside the report, after the header,
+    saying what they concern; k-hat is explained on the line under it; the NUTS section is one
+    line per example (the per-dimension numbers are in evaluation.json)."""
+    assert evaluate.Options().nuts_examples == 0
+    parent = tmp_path / "runs"
+    shutil.copytree(run_dir, parent / "version_0")
+    code = evaluate.main([str(parent), "--limit", "20", "--iwae-samples", "50",
+                          "--gap-examples", "0", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert f"using {parent / 'version_0'}, the latest of the 1 runs in {parent}" in captured.err
+    result = json.loads(captured.out)
+    assert result["nuts"] is None
+    example = {"index": 0, "max_r_hat": 1.2, "min_ess_bulk": 12.0, "divergences": 0,
+               "rhat_flag": True, "ess_flag": True, "mean_z": [0.5, -1.5], "std_ratio": [1, 2],
+               "nuts_mean": [0, 0], "nuts_std": [1, 1], "q_mean": [0, 0], "q_std": [1, 1]}
+    warning = "NUTS r-hat 1.200 > 1.01 for test example 0: the chains have not mixed"
+    result["nuts"] = {"num_chains": 2, "num_samples": 50, "num_warmup": 50,
+                      "examples": [example], "warnings": [warning]}
+    lines = evaluate.format_table(result).splitlines()
+    assert lines[0].startswith("pyrovae.evaluate ")  # the header first
+    at = next(i for i, line in enumerate(lines) if warning in line)
+    assert 0 < at < lines.index("nats per example (± std. error over examples)")
+    assert "concern the NUTS reference posterior only" in lines[at - 1]
+    khat = next(i for i, line in enumerate(lines) if line.startswith("PSIS Pareto k-hat"))
+    assert "not an error" in lines[khat + 1] and "heavy-tailed" in lines[khat + 1]
+    nuts = next(i for i, line in enumerate(lines) if line.startswith("NUTS reference"))
+    assert lines[nuts + 1].startswith("  test example 0: max r-hat 1.200")
+    assert "mean |q - NUTS| mean 1.00 NUTS sd, q sd / NUTS sd 1.50" in lines[nuts + 1]
+    assert len([line for line in lines[nuts:] if line.strip()]) <= 3  # + the "wrote" line

@@ -21,7 +21,8 @@ from pyrovae.optim import SVIStepper
 from tests.conftest import needs_cxx
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = ["data.limit=2000", "model.z_dim=8", "model.hidden=[256]", "train.progress=false"]
+SMALL = ["data.limit=2000", "model.z_dim=8", "model.hidden=[256]", "train.progress=false",
+         "train.engine=torch"]
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -30,7 +31,8 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 
 def _fit(overrides, tmp_path, name="run"):
-    cfg = load_config(None, [*overrides, f"run_dir={tmp_path / name}"])
+    """A run in exactly ``tmp_path / name`` (run_name), so that a test knows its folder."""
+    cfg = load_config(None, [*overrides, f"run_dir={tmp_path}", f"run_name={name}"])
     return fit.fit(cfg, log=lambda *a: None)
 
 
@@ -64,7 +66,7 @@ def test_load_returns_the_trained_model(one_epoch):
 
 def test_manifold_for_two_latent_dims(mirror, data_root, tmp_path):
     run = _fit(["data.limit=500", "model.z_dim=2", "model.hidden=[32]", "train.epochs=1",
-                "train.progress=false", f"data.root={data_root}"], tmp_path)
+                "train.progress=false", "train.engine=torch", f"data.root={data_root}"], tmp_path)
     assert (run / "manifold.png").is_file()
 
 
@@ -102,11 +104,11 @@ def _wait_until_training(proc, checkpoint_file: Path, timeout: float = 900) -> N
 def test_kill_9_and_resume_gives_the_numbers_of_an_uninterrupted_run(mirror, data_root,
                                                                      tmp_path):
     args = [*SMALL, "data.limit=1000", "train.epochs=4", f"data.root={data_root}",
-            "train.num_particles=2"]
-    plain = _cli([*args, f"run_dir={tmp_path / 'plain'}"])
+            "train.num_particles=2", "train.threads=1", f"run_dir={tmp_path}"]
+    plain = _cli([*args, "run_name=plain"])
     assert plain.wait(timeout=900) == 0, plain.stderr.read()
     killed = tmp_path / "killed"
-    proc = _cli([*args, f"run_dir={killed}"])
+    proc = _cli([*args, "run_name=killed"])
     rng = np.random.default_rng(0)
     kills = 0
     for delay in rng.uniform(0.5, 4.0, size=6):
@@ -128,7 +130,8 @@ def test_kill_9_and_resume_gives_the_numbers_of_an_uninterrupted_run(mirror, dat
 
 def test_ctrl_c_leaves_a_usable_checkpoint(mirror, data_root, tmp_path):
     run = tmp_path / "run"
-    proc = _cli([*SMALL, "train.epochs=50", f"data.root={data_root}", f"run_dir={run}"])
+    proc = _cli([*SMALL, "train.epochs=50", f"data.root={data_root}", f"run_dir={tmp_path}",
+                 "run_name=run"])
     deadline = time.time() + 120
     while not (run / "metrics.csv").exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -166,7 +169,7 @@ def _cifar_like_npy(tmp_path):
 @pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_config_runs_a_few_steps(path, mirror, data_root, tmp_path):
     overrides = ["train.epochs=1", "data.limit=256", "train.progress=false",
-                 f"data.root={data_root}", f"run_dir={tmp_path / 'run'}"]
+                 "train.engine=torch", f"data.root={data_root}", f"run_dir={tmp_path / 'run'}"]
     cfg = load_config(path)
     if cfg.data.name == "cifar10":  # no CIFAR-10 archive offline: the same shape from a file
         overrides += ["data.name=npy", f"data.path={_cifar_like_npy(tmp_path)}"]
@@ -180,9 +183,65 @@ def test_every_config_runs_a_few_steps(path, mirror, data_root, tmp_path):
 
 def test_existing_run_is_never_overwritten(one_epoch, capsys):
     before = (one_epoch / "checkpoint.pt").stat().st_mtime_ns
-    assert fit.main([f"run_dir={one_epoch}", *SMALL]) == 2
+    assert fit.main([f"run_dir={one_epoch}", *SMALL]) == 2  # a run folder as the parent
+    assert "is itself a run folder" in capsys.readouterr().err
+    assert fit.main([f"run_dir={one_epoch.parent}", f"run_name={one_epoch.name}", *SMALL]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (one_epoch / "checkpoint.pt").stat().st_mtime_ns == before
+
+
+def test_each_run_gets_its_own_folder_and_latest_names_it(mirror, data_root, tmp_path,
+                                                          capsys):
+    """The main command twice: two runs, version_0 and version_1; the parent folder then
+    means the latest run for --resume, pyrovae.load, and says so."""
+    args = ["data.limit=300", "model.z_dim=2", "model.hidden=[16]", "train.epochs=1",
+            "train.progress=false", "train.engine=torch", f"data.root={data_root}",
+            f"run_dir={tmp_path / 'runs'}"]
+    assert fit.main(args) == 0
+    assert fit.main(args) == 0
+    parent = tmp_path / "runs"
+    first, second = parent / "version_0", parent / "version_1"
+    assert (first / "best.pt").is_file() and (second / "best.pt").is_file()
+    assert (parent / "latest").read_text() == "version_1\n"
+    assert not [p for p in parent.iterdir() if p.name.startswith(".")]  # no temporary files
+    out = capsys.readouterr().out
+    assert f"run folder {second} (new; {parent / 'latest'} names it" in out
+    config = (second / "config.yaml").read_text()
+    assert config.startswith("# data_source: mnist from the mirror ")
+    assert "run_dir: " + str(parent) in config  # run_dir: the parent of the runs
+    pyrovae.load(parent)  # the latest, named on stderr
+    assert f"using {second / 'best.pt'}, the latest run in {parent}" in capsys.readouterr().err
+    before = (first / "checkpoint.pt").read_bytes()
+    assert fit.main(["--resume", str(parent), "train.epochs=2"]) == 0
+    assert f"run folder {second} (resumed: the latest run in {parent}" in capsys.readouterr().out
+    assert [r["epoch"] for r in _metrics(second)] == ["1", "2"]
+    assert (first / "checkpoint.pt").read_bytes() == before  # the other run is untouched
+    assert sorted(p.name for p in parent.iterdir()) == ["latest", "version_0", "version_1"]
+
+
+def test_threads_auto_uses_the_idle_cores_and_keeps_a_choice(monkeypatch):
+    logged = []
+    default = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(fit, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    chosen = []
+    monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.1, 1.0, 1.0))  # one busy process
+    assert fit.choose_threads("auto", log=logged.append) == 1 and chosen == [1]
+    assert "load average 1.1 on 2 cores" in logged[-1] and "train.threads" in logged[-1]
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.8, 7.0, 7.0))  # very busy: still 1
+    assert fit.choose_threads("auto", log=logged.append) == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.3, 0.2, 0.2))  # idle: torch's default
+    chosen.clear()
+    assert fit.choose_threads("auto", log=logged.append) == 2 and chosen == []
+    assert fit.choose_threads(2, log=logged.append) == 2  # the user's choice, kept
+    monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 5.0, 5.0))
+    assert fit.choose_threads(2, log=logged.append) == 2 and chosen == []
+    assert fit.choose_threads("auto", saved=2, log=logged.append) == 2  # a resumed run
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's choice, kept
+    assert fit.choose_threads("auto", log=logged.append) == 2 and chosen == []
+    assert default >= 1
 
 
 @pytest.mark.parametrize("args, words", [
@@ -208,10 +267,14 @@ def test_cli_errors_are_one_line(args, words, one_epoch, mirror, data_root, tmp_
     assert err.startswith("error: ") and err.count("\n") == 1 and words in err
 
 
-@pytest.mark.parametrize("engine", ["svi", "torch", "traced", pytest.param("compiled",
-                                                                        marks=needs_cxx)])
-def test_resume_is_exact_under_every_engine(engine, mirror, data_root, tmp_path):
+@pytest.mark.parametrize("engine, loss", [
+    ("svi", "trace"), ("torch", "iwae"), ("traced", "iwae_dreg"),
+    pytest.param("compiled", "trace", marks=needs_cxx)])
+def test_resume_is_exact_under_every_engine(engine, loss, mirror, data_root, tmp_path):
+    """Every engine, and the importance-weighted objectives (K = 3), resume bit for bit, with
+    KL warm-up, learning-rate decay and clipping."""
     base = [*SMALL, "data.limit=600", f"data.root={data_root}", f"train.engine={engine}",
+            f"train.loss={loss}", f"train.num_particles={1 if loss == 'trace' else 3}",
             "train.clip_norm=5", "train.lr_decay=0.9", "train.warmup_epochs=1.5"]
     straight = _fit([*base, "train.epochs=3"], tmp_path, "straight")
     split = _fit([*base, "train.epochs=1"], tmp_path, "split")
