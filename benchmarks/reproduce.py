@@ -113,7 +113,7 @@ def run(args) -> dict:
             if args.plot:
                 plot([out], args.plot)
             r.vae.train()
-            if done:
+            if done:  # the model of the end: measured once, for the first mark not yet reached
                 break
         if done:
             break
@@ -122,13 +122,32 @@ def run(args) -> dict:
 
 
 def evaluate(args) -> dict:
+    """Measure a saved model; with ``--append-to``, add it to a run's curve as the point where
+    the run was stopped (its training minutes from the checkpoint's per-epoch metrics)."""
     vae = checkpoint.load(args.model)
     from pyrovae.fit import load_splits, resolve_device  # the run's own data, as trained on
     splits = load_splits(vae.config, resolve_device("cpu"))
     x = test_subset(splits.test, args.images)
-    result = {"model": args.model, **log_likelihood(vae, x, args.iwae_samples, args.batch)}
+    result = {"model": str(args.model), **log_likelihood(vae, x, args.iwae_samples, args.batch)}
     print(json.dumps(result))
     write_json(args.json, result)
+    if args.append_to:
+        res = json.loads(Path(args.append_to).read_text())
+        rows = checkpoint.read(args.model).get("metrics", [])
+        if not rows or "cpu_seconds" not in rows[-1]:
+            raise PyrovaeError(f"{args.model} holds no per-epoch training times: pass a "
+                               "checkpoint.pt written by a run")
+        wall = sum(r["seconds"] for r in rows) / 60
+        cpu = sum(r["cpu_seconds"] for r in rows) / 60
+        res["curve"].append({
+            "mark_minutes": None, "train_minutes": cpu if res["clock"] == "cpu" else wall,
+            "train_wall_minutes": wall, "train_cpu_minutes": cpu, "epoch": len(rows),
+            "test_elbo": rows[-1]["test_elbo"], **result, "elapsed_minutes": None,
+            "note": "the run's last checkpoint, measured after the run was stopped"})
+        res["reached"] = reached(res["curve"])
+        write_json(args.append_to, res)
+        if args.plot:
+            plot([res], args.plot)
     return result
 
 
@@ -200,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--plot", help="also draw this run's curve here")
     e = sub.add_parser("evaluate", help="measure a saved model (at_<minutes>min.pt)")
     e.add_argument("model")
+    e.add_argument("--append-to", metavar="RUN_JSON",
+                   help="add the model (a run's checkpoint.pt) to that run's curve")
+    e.add_argument("--plot", help="with --append-to: redraw that run's curve here")
     for p in (r, e):
         p.add_argument("--iwae-samples", type=int, default=5000)
         p.add_argument("--images", type=int, default=None, help="a fixed random subset")

@@ -31,9 +31,9 @@ def _run(tmp_path, data_root, minutes, marks, extra=()):
 
 
 def test_curve_has_a_point_per_mark_and_iwae_above_elbo(mirror, data_root, tmp_path):
-    """Marks far beyond the run's three epochs: each is measured once, at the end."""
+    """Marks far beyond the run's three epochs: the model at the end is measured once."""
     out = _run(tmp_path, data_root, 60, [30, 60], ["--clock", "cpu"])
-    assert [p["mark_minutes"] for p in out["curve"]] == [30, 60]
+    assert [p["mark_minutes"] for p in out["curve"]] == [30]
     assert [e["epoch"] for e in out["epochs"]] == [1, 2, 3]
     for point in out["curve"]:
         assert point["epoch"] == 3 and point["images"] == 200
@@ -46,7 +46,7 @@ def test_curve_has_a_point_per_mark_and_iwae_above_elbo(mirror, data_root, tmp_p
 def test_budget_ends_the_run_and_measures_its_model(mirror, data_root, tmp_path):
     out = _run(tmp_path, data_root, 1e-6, [1e-6, 5])
     assert [e["epoch"] for e in out["epochs"]] == [1]
-    assert [p["epoch"] for p in out["curve"]] == [1, 1]
+    assert [p["epoch"] for p in out["curve"]] == [1]
 
 
 def test_subset_is_fixed_and_random():
@@ -68,3 +68,16 @@ def test_bad_arguments_are_one_line(args, capsys):
     assert reproduce.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("reproduce: ") and err.count("\n") == 1
+
+
+def test_a_stopped_runs_checkpoint_joins_its_curve(mirror, data_root, tmp_path):
+    out = _run(tmp_path, data_root, 60, [60], ["--clock", "cpu"])
+    (ckpt,) = (tmp_path / "run").rglob("checkpoint.pt")
+    assert reproduce.main(["evaluate", str(ckpt), "--iwae-samples", "50", "--images", "200",
+                           "--append-to", str(tmp_path / "out.json")]) == 0
+    after = json.loads((tmp_path / "out.json").read_text())
+    last, first = after["curve"][-1], out["curve"][0]
+    assert len(after["curve"]) == 2 and last["mark_minutes"] is None
+    assert last["epoch"] == 3 and last["train_cpu_minutes"] == pytest.approx(
+        first["train_cpu_minutes"])
+    assert last["log_likelihood"] == pytest.approx(first["log_likelihood"], abs=1e-9)
