@@ -5,8 +5,8 @@
     PYROVAE_DATA_MIRROR=../shared/data python benchmarks/configs.py mnist mnist_z8 \
         --iwae-samples 5000 --limit 1000
 
-Each config runs as ``python -m pyrovae.fit --config configs/NAME.yaml run_dir=runs/bench/NAME
-[overrides]`` and ``python -m pyrovae.evaluate runs/bench/NAME --iwae-samples K --limit N --nuts 0
+Each config runs as ``python -m pyrovae.fit --config configs/NAME.yaml run_dir=runs/bench
+run_name=NAME [overrides]`` and ``python -m pyrovae.evaluate runs/bench/NAME --iwae-samples K --limit N --nuts 0
 --json``. Overrides (``--set NAME:key=value``) shorten the long configs for a CPU.
 """
 
@@ -39,7 +39,7 @@ def _run(cmd: list[str]) -> str:
 def bench(name: str, overrides: list[str], iwae: int, limit: int, run_root: str) -> dict:
     run_dir = f"{run_root}/{name}"
     fit_cmd = ["python", "-m", "pyrovae.fit", "--config", f"configs/{name}.yaml",
-               f"run_dir={run_dir}", "train.progress=false", *overrides]
+               f"run_dir={run_root}", f"run_name={name}", "train.progress=false", *overrides]
     eval_cmd = ["python", "-m", "pyrovae.evaluate", run_dir, "--iwae-samples", str(iwae),
                 "--limit", str(limit), "--nuts", "0", "--gap-examples", "20", "--json"]
     began = time.perf_counter()

@@ -33,7 +33,7 @@ import numpy as np
 import pyro
 import torch
 
-from pyrovae import objectives
+from pyrovae import cli, objectives
 from pyrovae.errors import PyrovaeError
 from pyrovae.model import VAE
 from pyrovae.optim import make_stepper
@@ -604,11 +604,9 @@ def to_json(rows: Sequence[Check]) -> str:
     return json.dumps(_strict(data), allow_nan=False)
 
 
+@cli.command
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(
+    parser = cli.Parser(
         prog="python -m pyrovae.check",
         description="Check that Pyro's sampled ELBO agrees with the closed-form ELBO (checks a-e; "
         "see the module docstring). Default: the default model (configs/mnist.yaml) for every "
@@ -638,14 +636,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. model.z_dim=8 data.mirror=../shared/data")
     args = parser.parse_args(argv)
-    try:
-        if args.checkpoint and (args.config or args.overrides or args.train_steps):
-            raise PyrovaeError("--checkpoint checks a trained model as saved: drop --config, "
-                               "--train-steps and overrides")
-        rows = check_all(args)
-    except PyrovaeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if args.checkpoint and (args.config or args.overrides or args.train_steps):
+        raise PyrovaeError("--checkpoint checks a trained model as saved: drop --config, "
+                           "--train-steps and overrides")
+    rows = check_all(args)
     ok = all(r.passed for r in rows)
     if args.json:
         print(to_json(rows))
