@@ -6,8 +6,9 @@
         --iwae-samples 5000 --limit 1000
 
 Each config runs as ``python -m pyrovae.fit --config configs/NAME.yaml run_dir=runs/bench
-run_name=NAME [overrides]`` and ``python -m pyrovae.evaluate runs/bench/NAME --iwae-samples K --limit N --nuts 0
---json``. Overrides (``--set NAME:key=value``) shorten the long configs for a CPU.
+run_name=NAME [overrides]`` and ``python -m pyrovae.evaluate runs/bench/NAME
+--iwae-samples K --limit N --nuts 0 --json``. Overrides (``--set NAME:key=value``) shorten the
+long configs for a CPU.
 """
 
 from __future__ import annotations

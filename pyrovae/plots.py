@@ -47,11 +47,9 @@ def decoded_mean(vae: VAE, z: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def prior_samples(vae: VAE, n: int = 64, seed: int = 0) -> torch.Tensor:
-    """``n`` draws z ~ p(z) (from a generator seeded with ``seed``), decoded to E[x|z]."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():  # the prior samples with torch's generator: leave it as it was
-        torch.manual_seed(int(torch.randint(2**62, (), generator=generator)))
-        z = vae.prior().sample((n,))
+    """``n`` draws z ~ p(z) after ``torch.manual_seed(seed)``, decoded to E[x|z]."""
+    torch.manual_seed(seed)
+    z = vae.prior().sample((n,))
     return decoded_mean(vae, z)
 
 

@@ -117,7 +117,7 @@ def test_truncated_and_missing_files_are_one_line_errors(tmp_path):
         checkpoint.read(path)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(PyrovaeError, match="holds no best.pt or checkpoint.pt"):
+    with pytest.raises(PyrovaeError, match=r"holds no run \(best.pt or checkpoint.pt\)"):
         checkpoint.read(empty)
     with pytest.raises(PyrovaeError, match="does not exist"):
         checkpoint.read(tmp_path / "nope.pt")

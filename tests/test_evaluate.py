@@ -173,7 +173,7 @@ def test_a_folder_without_a_run_exits_2(tmp_path, capsys):
 
 
 def test_the_module_runs_as_a_command_and_fails_cleanly(tmp_path):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "pyrovae.evaluate", str(tmp_path / "missing"), "--json"],
         capture_output=True,
