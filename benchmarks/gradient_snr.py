@@ -72,7 +72,8 @@ def plot(rows: list[dict], path: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(CONFIG_DIR / "burda_vae.yaml"))
+    parser.add_argument("--config", default=str((CONFIG_DIR / "burda_vae.yaml").relative_to(
+        CONFIG_DIR.parent)))
     parser.add_argument("--model", help="a run folder or checkpoint instead of training")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 3, 10, 30, 100])
