@@ -46,6 +46,7 @@ from pyrovae.files import atomic_save, atomic_write  # noqa: E402
 #: Burda et al. (2015), Table 1, MNIST, one stochastic layer: -log p(x), IWAE-5000 estimate.
 PUBLISHED = {"VAE, k = 1 (Burda et al. 2015)": 86.76, "IWAE, k = 50 (Burda et al. 2015)": 84.78}
 SUBSET_SEED = 2015
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_subset(x: torch.Tensor, images: int | None) -> torch.Tensor:
@@ -154,17 +155,27 @@ def evaluate(args) -> dict:
 def plot(results: list[dict], path: str | Path) -> Path:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7, 4.5))
+    fig = Figure(figsize=(8, 5.5))
     ax = fig.subplots()
-    for res in results:
+    for i, res in enumerate(results):
         pts = res["curve"]
         if not pts:
             continue
-        label = (f"{res['loss']} k={res['num_particles']} ({res['engine']}, "
-                 f"{res['threads']} thread{'s' if res['threads'] > 1 else ''}, "
-                 f"{pts[-1]['images']} test images)")
-        ax.errorbar([p["train_minutes"] for p in pts], [-p["log_likelihood"] for p in pts],
-                    yerr=[p["stderr"] for p in pts], marker="o", capsize=3, label=label)
+        train = load_config(REPO / res["config"], res["overrides"]).train  # its schedule
+        label = (f"{res['loss']} k={res['num_particles']}, {train.schedule} schedule from lr "
+                 f"{train.lr:g} ({res['engine']}, {res['threads']} "
+                 f"thread{'s' if res['threads'] > 1 else ''})")
+        # points on a subset of the test images make the curve; those on all 10,000 (the last
+        # model, measured again) are drawn apart as stars, as they average other images
+        color = f"C{i}"
+        subset = [p for p in pts if p["images"] < 10000]
+        for part, fmt in ((subset, "o-"), ([p for p in pts if p not in subset], "*")):
+            if part:
+                ax.errorbar([p["train_minutes"] for p in part],
+                            [-p["log_likelihood"] for p in part],
+                            yerr=[p["stderr"] for p in part], fmt=fmt, capsize=3, color=color,
+                            markersize=11 if fmt == "*" else 5,
+                            label=f"{label}: {part[0]['images']:,} test images")
     for name, nats in PUBLISHED.items():
         ax.axhline(nats, ls="--", lw=1, color="grey")
         ax.text(ax.get_xlim()[0], nats, " " + name, va="bottom", fontsize=8, color="grey")
@@ -173,7 +184,7 @@ def plot(results: list[dict], path: str | Path) -> Path:
     ax.set_ylabel("test -log p(x), IWAE-5000 (nats)")
     ax.set_title("Time to nats: one-stochastic-layer VAE on dynamically binarized MNIST")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
 

@@ -30,12 +30,10 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
-from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from pyrovae import checkpoint, cli, diagnostics, objectives
+from pyrovae import checkpoint, cli, diagnostics, objectives, plots
 from pyrovae.errors import PyrovaeError
-from pyrovae.files import atomic_write
 from pyrovae.fit import choose_threads, load_splits, resolve_device
 from pyrovae.model import VAE
 
@@ -308,67 +306,16 @@ def evaluate(run_dir: str | Path, opts: Options | None = None, log=cli.log) -> d
 # ---- figures -------------------------------------------------------------------------------
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    """A matplotlib Figure (no pyplot state) written atomically as PNG."""
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
-
-
-def plot_khat(khat: np.ndarray, path: Path, num_samples: int) -> Path:
-    """Histogram of the per-example Pareto k-hats, with the 0.5 and 0.7 lines of Yao et al."""
-    k = np.asarray(khat, dtype=np.float64)
-    finite = k[np.isfinite(k)]
-    fig = Figure(figsize=(5.5, 3.5))
-    ax = fig.subplots()
-    ax.hist(finite, bins=40, color="tab:blue", alpha=0.8)
-    for value, style in ((0.5, ":"), (diagnostics.PARETO_K_THRESHOLD, "--")):
-        ax.axvline(value, color="k", linestyle=style, label=f"k = {value}")
-    bad = np.mean(k > diagnostics.PARETO_K_THRESHOLD)
-    ax.set_title(
-        f"PSIS Pareto k-hat, {k.size} test examples, K = {num_samples}: {100 * bad:.1f}% > 0.7",
-        fontsize=9,
-    )
-    ax.set_xlabel("k-hat")
-    ax.set_ylabel("examples")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
-
-
-def plot_posteriors(
-    draws: list[np.ndarray], nuts_rows: list[dict], dims: list[int], path: Path
-) -> Path:
-    """Per example (rows) and latent dim (columns): the NUTS marginal (histogram) against the
-    amortized q(z|x) (curve)."""
-    rows, cols = len(draws), len(dims)
-    fig = Figure(figsize=(2.3 * cols, 2.0 * rows))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for r, (samples, row) in enumerate(zip(draws, nuts_rows)):
-        for c, d in enumerate(dims):
-            ax = axes[r][c]
-            ax.hist(samples[:, d], bins=30, density=True, color="tab:blue", alpha=0.5, label="NUTS")
-            mu, sd = row["q_mean"][d], row["q_std"][d]
-            lo = min(samples[:, d].min(), mu - 4 * sd)
-            hi = max(samples[:, d].max(), mu + 4 * sd)
-            grid = np.linspace(lo, hi, 200)
-            pdf = np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
-            ax.plot(grid, pdf, color="tab:red", label="q(z|x)")
-            ax.set_yticks([])
-            ax.tick_params(labelsize=7)
-            ax.set_title(f"example {row['index']}, z{d} (r-hat {row['r_hat'][d]:.3f})", fontsize=7)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, path)
-
-
 def _figures(run_dir: Path, result: dict, khat, draws, activity, opts: Options) -> list[str]:
     if not opts.figures:
         return []
     written = []
     if khat is not None:
-        written.append(plot_khat(khat, run_dir / KHAT_FIGURE, opts.iwae_samples).name)
+        written.append(plots.khat_histogram(khat, run_dir / KHAT_FIGURE, opts.iwae_samples).name)
     if draws:
         dims = [int(d) for d in torch.argsort(activity, descending=True)[:FIGURE_DIMS]]
         written.append(
-            plot_posteriors(
+            plots.posterior_marginals(
                 draws, result["nuts"]["examples"], dims, run_dir / POSTERIOR_FIGURE
             ).name
         )

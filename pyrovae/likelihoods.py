@@ -17,6 +17,7 @@ from pyro.distributions import constraints
 from pyro.nn import PyroModule, PyroParam
 
 from pyrovae.errors import PyrovaeError, choice_error
+from pyrovae.options import Option, checked, fill, label
 
 LEARN_SCALE = ("none", "global", "pixel")
 #: The default floor of a learned gaussian / laplace scale: a quarter of an 8-bit grey level
@@ -31,8 +32,9 @@ def _range(x: torch.Tensor) -> str:
 class Likelihood(PyroModule):
     """Base likelihood over examples of shape ``x_shape``."""
 
-    #: The model options (config keys under ``model``) this likelihood takes.
-    options: tuple[str, ...] = ()
+    #: The options this likelihood takes (``model.likelihood: {name: ..., <option>: value}``;
+    #: see :mod:`pyrovae.options`): keyword arguments of ``__init__``, filled in and checked.
+    options: dict[str, Option] = {}
 
     def __init__(self, x_shape: tuple[int, ...], **_options) -> None:
         super().__init__()
@@ -200,29 +202,26 @@ class _LocScale(Likelihood):
     """
 
     family: type[dist.Distribution]
-    options = ("likelihood_scale", "learn_scale", "min_scale")
+    options = {
+        "scale": Option(float, 1.0, "the scale (its initial value, if learned)", range="> 0",
+                        alias="likelihood_scale"),
+        "learn_scale": Option(str, "none", "whether the scale is learned: none, global or pixel",
+                              choices=LEARN_SCALE),
+        "min_scale": Option(float, MIN_SCALE, "the floor of a learned scale (0: none)",
+                            range=">= 0"),
+    }
 
     def __init__(
         self,
         x_shape: tuple[int, ...],
-        scale: float = 1.0,
-        learn_scale: str = "none",
-        min_scale: float | None = None,
-        **options,
+        scale: float = options["scale"].default,
+        learn_scale: str = options["learn_scale"].default,
+        min_scale: float = options["min_scale"].default,
+        **context,
     ) -> None:
-        super().__init__(x_shape, **options)
-        if learn_scale not in LEARN_SCALE:
-            raise choice_error("learn_scale", learn_scale, LEARN_SCALE)
-        if not scale > 0:
-            raise PyrovaeError(f"the likelihood scale must be > 0, got {scale}")
-        min_scale = MIN_SCALE if min_scale is None else min_scale
-        if isinstance(min_scale, bool) or not isinstance(min_scale, (int, float)) or not (
-            0 <= min_scale < math.inf
-        ):
-            raise PyrovaeError(
-                f"the likelihood's min_scale must be a number >= 0 (0: no floor), got "
-                f"{min_scale!r}"
-            )
+        super().__init__(x_shape, **context)
+        values = checked(self, scale=scale, learn_scale=learn_scale, min_scale=min_scale)
+        scale, learn_scale, min_scale = values["scale"], values["learn_scale"], values["min_scale"]
         if learn_scale != "none" and not scale > min_scale:
             raise PyrovaeError(
                 f"the learned likelihood scale starts at {scale}, which is not above its floor "
@@ -263,10 +262,18 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {
 }
 
 
-def build_likelihood(name: str, x_shape: tuple[int, ...], **options) -> Likelihood:
-    """The likelihood registered under ``name``; ``options`` (``scale``, ``learn_scale``,
-    ``min_scale``) go to location-scale likelihoods and are ignored by the others."""
-    if name not in LIKELIHOODS:
+def build_likelihood(name: str | type[Likelihood], x_shape: tuple[int, ...],
+                     **options) -> Likelihood:
+    """The likelihood registered under ``name`` (or the ``Likelihood`` subclass ``name``), with
+    its ``options`` (see ``Likelihood.options``; None: the default) checked and filled in."""
+    cls = likelihood_class(name)
+    return cls(x_shape, **fill(cls.options, options, f"likelihood={label(name)}"))
+
+
+def likelihood_class(name: str | type[Likelihood]) -> type[Likelihood]:
+    """The ``Likelihood`` subclass registered under ``name`` (a subclass is returned as it is)."""
+    if isinstance(name, type) and issubclass(name, Likelihood):
+        return name
+    if not isinstance(name, str) or name not in LIKELIHOODS:
         raise choice_error("likelihood", name, list(LIKELIHOODS))
-    options = {k: v for k, v in options.items() if v is not None}
-    return LIKELIHOODS[name](x_shape, **options)
+    return LIKELIHOODS[name]

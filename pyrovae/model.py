@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import itertools
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 from pyro.poutine.util import is_validation_enabled
+from torch import nn
 
 from pyrovae.errors import PyrovaeError, choice_error
-from pyrovae.likelihoods import LIKELIHOODS, build_likelihood
-from pyrovae.nets import NET_OPTIONS, build_nets
-from pyrovae.priors import PRIORS, build_prior
+from pyrovae.likelihoods import LIKELIHOODS, Likelihood, build_likelihood
+from pyrovae.nets import NETS, build_nets, net_options
+from pyrovae.options import Option, fill, label, route
+from pyrovae.priors import PRIORS, Prior, build_prior
 
 _INSTANCES = itertools.count()
 
@@ -38,21 +41,6 @@ def _whole(value) -> bool:
         return int(value) == value
     except (TypeError, ValueError, RuntimeError):
         return False
-
-
-def _check_arguments(z_dim, hidden, channels, components) -> None:
-    """One-line errors for ``VAE`` arguments of the wrong type (before torch sees them)."""
-    if not _whole(z_dim) or z_dim < 1:
-        raise PyrovaeError(f"z_dim must be a positive integer, got {z_dim!r}")
-    for name, widths in (("hidden", hidden), ("channels", channels)):
-        if widths is None:
-            continue
-        if isinstance(widths, str) or not isinstance(widths, Sequence) or not all(
-                _whole(w) and w >= 1 for w in widths):
-            raise PyrovaeError(f"{name} must be a list of positive integers such as [512, 256], "
-                               f"got {widths!r}")
-    if components is not None and (not _whole(components) or components < 1):
-        raise PyrovaeError(f"components must be a positive integer, got {components!r}")
 
 
 def _shape(x_shape: Sequence[int]) -> tuple[int, ...]:
@@ -77,13 +65,18 @@ class VAE(PyroModule):
         prior: ``normal`` | ``diag_normal`` | ``mog`` | ``vamp`` (see ``pyrovae.priors``).
         likelihood: ``bernoulli`` | ``gaussian`` | ``continuous_bernoulli`` | ``laplace``.
         net: ``mlp`` | ``conv`` (see ``pyrovae.nets``).
-        hidden: widths of the dense hidden layers (encoder; mirrored in the decoder).
-        channels: channels of the strided conv layers (``conv`` only).
-        activation: hidden-layer non-linearity.
-        scale_fn: how the encoder makes sigma: ``exp`` (of half the log-variance) or ``softplus``.
-        components: K for the ``mog`` and ``vamp`` priors.
-        likelihood_scale, learn_scale: scale of ``gaussian``/``laplace`` and whether it is learned
-            (``none`` | ``global`` | ``pixel``); min_scale: the floor of a learned scale.
+        **options: options of the chosen components in their flat form (``hidden=[512, 256]``,
+            ``components=10``), each going to the component that declares it (each class lists
+            its own in ``options``; see ``pyrovae.options``). None: the default. An option that
+            none of the chosen components takes is a one-line error.
+
+    Each component is given as a registered name; a mapping of the name and options, as in a
+    config (``prior={"name": "mog", "components": 10}``); a class (``prior=MyPrior``, built
+    with its declared options, registered or not); or, for a prior or likelihood, a built
+    instance (``prior=priors.DiagNormal(20)``), and for the net an ``(encoder, decoder)`` pair
+    of modules. ``spec`` holds the components with every option filled in, in the nested form
+    of the config: for registered components, ``VAE(x_shape, z_dim, **vae.spec)`` builds the
+    same architecture.
 
     Each VAE registers its parameters in Pyro's global parameter store under its own prefix
     (``vae0.encoder...``, ``vae1.encoder...``), so that ``pyro.infer.SVI`` and ``pyro.optim``
@@ -95,38 +88,43 @@ class VAE(PyroModule):
         self,
         x_shape: Sequence[int] = (1, 28, 28),
         z_dim: int = 20,
-        prior: str = "normal",
-        likelihood: str = "bernoulli",
-        net: str = "mlp",
-        hidden: Sequence[int] | None = None,
-        channels: Sequence[int] | None = None,
-        activation: str | None = None,
-        scale_fn: str = "exp",
-        components: int | None = None,
-        likelihood_scale: float | None = None,
-        learn_scale: str | None = None,
-        min_scale: float | None = None,
+        prior: Any = "normal",
+        likelihood: Any = "bernoulli",
+        net: Any = "mlp",
+        **options: Any,
     ) -> None:
         super().__init__(name=f"vae{next(_INSTANCES)}")
         # Pyro's global store keeps every parameter it has seen: forget ours when we are freed.
         weakref.finalize(self, _forget_params, self.pyro_prefix)
         self.x_shape = _shape(x_shape)
-        _check_arguments(z_dim, hidden, channels, components)
+        if not _whole(z_dim) or z_dim < 1:
+            raise PyrovaeError(f"z_dim must be a positive integer, got {z_dim!r}")
         self.z_dim = int(z_dim)
-        check_component_options(prior, likelihood, net, {
-            "components": components, "likelihood_scale": likelihood_scale,
-            "learn_scale": learn_scale, "min_scale": min_scale, "channels": channels})
-        options = {"hidden": hidden, "activation": activation}
-        if channels is not None:
-            options["channels"] = channels
-        self.encoder, self.decoder = build_nets(
-            net, self.x_shape, self.z_dim, scale_fn=scale_fn, **options
-        )
-        self.prior_net = build_prior(prior, self.z_dim, self.x_shape, self.encoder, components)
-        self.likelihood = build_likelihood(
-            likelihood, self.x_shape, scale=likelihood_scale, learn_scale=learn_scale,
-            **({} if min_scale is None else {"min_scale": min_scale}),
-        )
+        parts = {"prior": _component("prior", prior), "likelihood": _component(
+            "likelihood", likelihood), "net": _component("net", net)}
+        filled = resolve_options(parts, options)
+        self.spec = {kind: {"name": part.target if isinstance(part.target, str) else part.label,
+                            **filled[kind]} for kind, part in parts.items()}
+        target = parts["net"].target
+        if isinstance(target, str):
+            self.encoder, self.decoder = build_nets(target, self.x_shape, self.z_dim,
+                                                    **filled["net"])
+        else:
+            self.encoder, self.decoder = target
+            _same(self.encoder, "z_dim", self.z_dim, "net", "the encoder")
+        target = parts["prior"].target
+        if isinstance(target, Prior):
+            _same(target, "z_dim", self.z_dim, "prior", "the prior")
+            self.prior_net = target
+        else:
+            self.prior_net = build_prior(target, self.z_dim, self.x_shape, self.encoder,
+                                         **filled["prior"])
+        target = parts["likelihood"].target
+        if isinstance(target, Likelihood):
+            _same(target, "x_shape", self.x_shape, "likelihood", "the likelihood")
+            self.likelihood = target
+        else:
+            self.likelihood = build_likelihood(target, self.x_shape, **filled["likelihood"])
 
     @property
     def pyro_prefix(self) -> str:
@@ -233,29 +231,114 @@ class VAE(PyroModule):
             self.likelihood.check(x)
 
 
-def check_component_options(prior: str, likelihood: str, net: str, options: dict,
-                            prefix: str = "") -> None:
-    """A one-line error for an option set (not None) for components that do not take it, such as
-    ``learn_scale`` with the ``bernoulli`` likelihood: each prior, likelihood and net declares
-    the options it takes (``options`` on the class; ``nets.NET_OPTIONS``)."""
-    registries = {"prior": {k: c.options for k, c in PRIORS.items()},
-                  "likelihood": {k: c.options for k, c in LIKELIHOODS.items()},
-                  "net": NET_OPTIONS}
-    chosen = {"prior": prior, "likelihood": likelihood, "net": net}
-    for kind, name in chosen.items():
-        if name not in registries[kind]:
-            raise choice_error(kind, name, list(registries[kind]))
-    taken = {o for kind, name in chosen.items() for o in registries[kind][name]}
-    for option, value in options.items():
-        if value is None or option in taken:
-            continue
-        takers = [f"{prefix}{kind}={name}" for kind, registry in registries.items()
-                  for name, opts in registry.items() if option in opts]
-        raise PyrovaeError(
-            f"{prefix}{option} does not apply to {prefix}prior={prior}, "
-            f"{prefix}likelihood={likelihood}, {prefix}net={net} (it is an option of "
-            f"{' / '.join(takers)}): remove it"
-        )
+#: The kinds of components of a VAE, and the base class of each that takes a class or instance.
+KINDS = ("prior", "likelihood", "net")
+_BASES = {"prior": Prior, "likelihood": Likelihood}
+
+
+def registries() -> dict[str, dict[str, dict[str, Option]]]:
+    """kind -> registered name -> the options that component declares. Read at each call, so
+    that a component registered at run time (a test patching ``PRIORS``) counts."""
+    return {"prior": {k: dict(c.options) for k, c in PRIORS.items()},
+            "likelihood": {k: dict(c.options) for k, c in LIKELIHOODS.items()},
+            "net": {k: net_options(k) for k in NETS}}
+
+
+class Component:
+    """One component as given: ``target`` (a registered name, a class, or a built instance),
+    the options given with it (``nested``), its ``label`` in messages and the options it
+    declares (``specs``; none for a built instance)."""
+
+    def __init__(self, kind: str, target: Any, nested: dict, specs: Mapping[str, Option],
+                 prefix: str = "") -> None:
+        self.kind, self.target, self.nested, self.specs = kind, target, nested, specs
+        self.label = label(target)
+        if not isinstance(target, str):
+            for name, cls in {"prior": PRIORS, "likelihood": LIKELIHOODS}.get(kind, {}).items():
+                if cls is target:
+                    self.label = name
+        self.prefix = prefix
+
+    @property
+    def title(self) -> str:
+        return f"{self.prefix}{self.kind}={self.label}"
+
+
+def _component(kind: str, value: Any, prefix: str = "") -> Component:
+    """A ``VAE`` argument ``prior`` / ``likelihood`` / ``net`` as a :class:`Component`."""
+    registry = registries()[kind]
+    base = _BASES.get(kind)
+    if isinstance(value, str):
+        if value not in registry:
+            raise choice_error(kind, value, list(registry))
+        return Component(kind, value, {}, registry[value], prefix)
+    if isinstance(value, Mapping):
+        nested = dict(value)
+        name = nested.pop("name", None)
+        if name is None:
+            raise PyrovaeError(f"{prefix}{kind}={value!r} has no name: write "
+                               f"{{name: <one of {', '.join(registry)}>, <option>: value}}")
+        if isinstance(name, Mapping):
+            raise PyrovaeError(f"{prefix}{kind}.name must be a name, got {name!r}")
+        component = _component(kind, name, prefix)
+        if isinstance(component.target, (str, type)):
+            component.nested = nested
+            return component
+        if nested:
+            raise PyrovaeError(f"{prefix}{kind} is a built {component.label}, which takes no "
+                               f"options: remove {', '.join(map(str, nested))}")
+        return component
+    if base is not None and isinstance(value, type) and issubclass(value, base):
+        return Component(kind, value, {}, dict(value.options), prefix)
+    if base is not None and isinstance(value, base):
+        return Component(kind, value, {}, {}, prefix)
+    if kind == "net" and isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, nn.Module) for v in value):
+        return Component(kind, tuple(value), {}, {}, prefix)
+    built = f", a {base.__name__} subclass or instance" if base is not None else (
+        ", or an (encoder, decoder) pair of modules")
+    raise PyrovaeError(f"{prefix}{kind} must be a name (one of {', '.join(registry)}), a "
+                       f"mapping {{name: ..., <option>: value}}{built}; got {value!r}")
+
+
+def resolve_options(parts: Mapping[str, Component], flat: Mapping[str, Any],
+                    keys: Mapping[str, Mapping[str, str]] | None = None,
+                    prefix: str = "") -> dict[str, dict[str, Any]]:
+    """kind -> every option of that component, filled in and checked: those given with the
+    component (``parts[kind].nested``) and the ``flat`` ones, each sent to the component that
+    declares it. ``keys[kind][option]`` is the key the user wrote, for messages."""
+    regs = registries()
+    routed = route(flat, {k: (p.label, p.specs) for k, p in parts.items()}, regs, prefix)
+    filled = {}
+    for kind, part in parts.items():
+        given_keys = dict((keys or {}).get(kind, {}))
+        for name in routed[kind]:
+            if part.nested.get(name) is not None:
+                raise PyrovaeError(
+                    f"the {kind} option {name} is given twice, as "
+                    f"{given_keys.get(name, f'{prefix}{kind}.{name}')} and as "
+                    f"{prefix}{part.specs[name].key(name)}: keep one")
+            given_keys[name] = f"{prefix}{part.specs[name].key(name)}"
+        given = {**part.nested, **routed[kind]}
+        for name in part.nested:
+            given_keys.setdefault(name, f"{prefix}{kind}.{name}")
+
+        def takers(option: str, kind: str = kind, name: str = part.label) -> list[str]:
+            return [f"{prefix}{k}={n}" for k, registry in regs.items() for n, specs in
+                    registry.items() if option in specs and (k, n) != (kind, name)]
+
+        filled[kind] = fill(part.specs, given, part.title, given_keys, takers)
+    return filled
+
+
+def _same(component: Any, attribute: str, expected: Any, kind: str, what: str) -> None:
+    value = getattr(component, attribute, expected)
+    if isinstance(value, list):
+        value = tuple(value)
+    if value != expected:
+        raise PyrovaeError(f"{what} given as {kind} was built with {attribute}={value!r}, but "
+                           f"this VAE has {attribute}={expected!r}: build it with {attribute}="
+                           f"{expected!r}")
 
 
 def _forget_params(prefix: str) -> None:

@@ -24,7 +24,8 @@ from pyro.nn.module import to_pyro_module_
 from torch import nn
 from torch.nn import functional as F
 
-from pyrovae.errors import PyrovaeError, choice_error
+from pyrovae.errors import choice_error
+from pyrovae.options import Option, checked, fill
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -43,6 +44,24 @@ SCALE_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 _MIN_SCALE = 1e-6
+
+# The options of the nets (``model.net: {name: ..., <option>: value}``; see pyrovae.options).
+# Each encoder and decoder class declares those it takes; a net's options are the two together.
+ACTIVATION = Option(str, "relu", "the hidden layers' non-linearity", choices=tuple(ACTIVATIONS))
+SCALE_FN = Option(str, "exp", "how the encoder makes sigma: exp (of half the log-variance) or "
+                  "softplus", choices=tuple(SCALE_FNS))
+_MLP = {
+    "hidden": Option(list, (400,), "widths of the dense hidden layers (encoder; mirrored in the "
+                     "decoder)", range="> 0"),
+    "activation": ACTIVATION,
+}
+_CONV = {
+    "channels": Option(list, (32, 64), "channels of the strided conv layers (mirrored in the "
+                       "decoder)", range="> 0", min_items=1),
+    "hidden": Option(list, (256,), "widths of the dense layers after the convolutions "
+                     "(mirrored in the decoder)", range="> 0"),
+    "activation": ACTIVATION,
+}
 
 
 def _activation(name: str) -> nn.Module:
@@ -64,10 +83,12 @@ def _mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
 class Encoder(PyroModule):
     """Base encoder: ``forward(x) -> (loc, scale)``, both of shape ``(B, z_dim)``."""
 
-    def __init__(self, z_dim: int, scale_fn: str = "exp") -> None:
+    #: The options the encoder takes (keyword arguments of ``__init__``).
+    options: dict[str, Option] = {"scale_fn": SCALE_FN}
+
+    def __init__(self, z_dim: int, scale_fn: str = SCALE_FN.default) -> None:
         super().__init__()
-        if scale_fn not in SCALE_FNS:
-            raise choice_error("encoder scale function", scale_fn, list(SCALE_FNS))
+        scale_fn = checked(self, scale_fn=scale_fn)["scale_fn"]
         self.z_dim = z_dim
         self.scale_fn = scale_fn
 
@@ -83,13 +104,15 @@ class Encoder(PyroModule):
 class MLPEncoder(Encoder):
     """x -> flatten -> [Linear -> act] * len(hidden) -> Linear(2 * z_dim)."""
 
+    options = {**_MLP, **Encoder.options}
+
     def __init__(
         self,
         x_shape: tuple[int, ...],
         z_dim: int,
-        hidden: Sequence[int] = (400,),
-        activation: str = "relu",
-        scale_fn: str = "exp",
+        hidden: Sequence[int] = _MLP["hidden"].default,
+        activation: str = ACTIVATION.default,
+        scale_fn: str = SCALE_FN.default,
     ) -> None:
         super().__init__(z_dim, scale_fn)
         self.x_shape = tuple(x_shape)
@@ -102,12 +125,14 @@ class MLPEncoder(Encoder):
 class MLPDecoder(PyroModule):
     """z -> [Linear -> act] * len(hidden) -> Linear(prod(x_shape)) -> reshape to x_shape."""
 
+    options = _MLP
+
     def __init__(
         self,
         x_shape: tuple[int, ...],
         z_dim: int,
-        hidden: Sequence[int] = (400,),
-        activation: str = "relu",
+        hidden: Sequence[int] = _MLP["hidden"].default,
+        activation: str = ACTIVATION.default,
     ) -> None:
         super().__init__()
         self.out_shape = tuple(x_shape)
@@ -146,14 +171,16 @@ class ConvEncoder(Encoder):
     so any input size works, down to a single pixel.
     """
 
+    options = {**_CONV, **Encoder.options}
+
     def __init__(
         self,
         x_shape: tuple[int, ...],
         z_dim: int,
-        channels: Sequence[int] = (32, 64),
-        hidden: Sequence[int] = (256,),
-        activation: str = "relu",
-        scale_fn: str = "exp",
+        channels: Sequence[int] = _CONV["channels"].default,
+        hidden: Sequence[int] = _CONV["hidden"].default,
+        activation: str = ACTIVATION.default,
+        scale_fn: str = SCALE_FN.default,
     ) -> None:
         super().__init__(z_dim, scale_fn)
         self.x_shape = tuple(x_shape)
@@ -183,13 +210,15 @@ class ConvDecoder(PyroModule):
     encoder's (2n - 1 for odd, 2n for even targets): the output has exactly ``x_shape``.
     """
 
+    options = _CONV
+
     def __init__(
         self,
         x_shape: tuple[int, ...],
         z_dim: int,
-        channels: Sequence[int] = (32, 64),
-        hidden: Sequence[int] = (256,),
-        activation: str = "relu",
+        channels: Sequence[int] = _CONV["channels"].default,
+        hidden: Sequence[int] = _CONV["hidden"].default,
+        activation: str = ACTIVATION.default,
     ) -> None:
         super().__init__()
         self.out_shape = tuple(x_shape)
@@ -229,39 +258,33 @@ class ConvDecoder(PyroModule):
             self.deconv[-1].bias.copy_(value.reshape(channels, -1).mean(-1))
 
 
-#: The model options (config keys under ``model``) each net takes besides ``hidden``,
-#: ``activation`` and ``scale_fn``, which every net takes.
-NET_OPTIONS: dict[str, tuple[str, ...]] = {"mlp": (), "conv": ("channels",)}
-
 NETS: dict[str, tuple[type[Encoder], type[nn.Module]]] = {
     "mlp": (MLPEncoder, MLPDecoder),
     "conv": (ConvEncoder, ConvDecoder),
 }
 
 
+def net_options(name: str) -> dict[str, Option]:
+    """The options of the net registered under ``name``: its encoder's and its decoder's."""
+    if not isinstance(name, str) or name not in NETS:
+        raise choice_error("net", name, list(NETS))
+    encoder, decoder = NETS[name]
+    return {**encoder.options, **decoder.options}
+
+
 def build_nets(
-    name: str, x_shape: tuple[int, ...], z_dim: int, scale_fn: str = "exp", **options
+    name: str, x_shape: tuple[int, ...], z_dim: int, **options
 ) -> tuple[Encoder, nn.Module]:
     """The encoder and decoder registered under ``name``, as PyroModules.
 
-    ``options`` are the net's own keyword arguments (``hidden``, ``channels``, ``activation``);
-    options set to None take the net's defaults.
+    ``options`` are the net's options (``net_options(name)``: ``hidden``, ``activation``,
+    ``scale_fn``, ``channels`` for ``conv``), checked; those not given or None take their
+    defaults. Each of the two networks gets the options its class declares.
     """
-    if name not in NETS:
-        raise choice_error("net", name, list(NETS))
+    filled = fill(net_options(name), options, f"net={name}")
     enc_cls, dec_cls = NETS[name]
-    options = {k: v for k, v in options.items() if v is not None}
-    if any(int(w) < 1 for w in [*options.get("hidden", ()), *options.get("channels", (1,))]):
-        raise PyrovaeError(f"net widths must be positive integers, got {options}")
-    if "channels" in options and len(options["channels"]) == 0:
-        raise PyrovaeError(
-            "the conv net needs at least one conv layer: set channels, e.g. [32, 64]"
-        )
-    try:
-        encoder = enc_cls(x_shape, z_dim, scale_fn=scale_fn, **options)
-        decoder = dec_cls(x_shape, z_dim, **options)
-    except TypeError as err:
-        raise PyrovaeError(f"bad option for net {name!r}: {err}") from None
+    encoder = enc_cls(x_shape, z_dim, **{k: filled[k] for k in enc_cls.options})
+    decoder = dec_cls(x_shape, z_dim, **{k: filled[k] for k in dec_cls.options})
     to_pyro_module_(encoder)
     to_pyro_module_(decoder)
     return encoder, decoder

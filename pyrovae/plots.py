@@ -1,7 +1,8 @@
-"""Figures of a trained VAE: samples, reconstructions, ELBO curves, the 2-d manifold and
-interpolations. Image grids come from ``torchvision.utils``; every file is written atomically.
-Figures are ``matplotlib.figure.Figure`` objects drawn without pyplot: importing this module
-changes no matplotlib state (no backend is set)."""
+"""Figures of a trained VAE: samples, reconstructions, ELBO curves, the 2-d manifold,
+interpolations, and evaluate's PSIS k-hat histogram and NUTS-against-q(z|x) marginals. Image
+grids come from ``torchvision.utils``; every file is written atomically. Figures are
+``matplotlib.figure.Figure`` objects drawn without pyplot: importing this module changes no
+matplotlib state (no backend is set)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,20 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torchvision.utils import make_grid, save_image
 
+from pyrovae import diagnostics
 from pyrovae.files import atomic_write
 from pyrovae.model import VAE
+
+
+def _save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """A matplotlib Figure (no pyplot state) written atomically as PNG."""
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png",
+                                                      bbox_inches="tight"))
 
 
 def _as_images(x: torch.Tensor, x_shape: Sequence[int]) -> torch.Tensor:
@@ -108,4 +117,53 @@ def elbo_curves(rows: Sequence[dict], path: str | Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    return _save(fig, path)
+
+
+def khat_histogram(khat: np.ndarray, path: str | Path, num_samples: int) -> Path:
+    """Histogram of the per-example Pareto k-hats, with the 0.5 and 0.7 lines of Yao et al."""
+    k = np.asarray(khat, dtype=np.float64)
+    finite = k[np.isfinite(k)]
+    fig = Figure(figsize=(5.5, 3.5))
+    ax = fig.subplots()
+    ax.hist(finite, bins=40, color="tab:blue", alpha=0.8)
+    for value, style in ((0.5, ":"), (diagnostics.PARETO_K_THRESHOLD, "--")):
+        ax.axvline(value, color="k", linestyle=style, label=f"k = {value}")
+    bad = np.mean(k > diagnostics.PARETO_K_THRESHOLD)
+    ax.set_title(
+        f"PSIS Pareto k-hat, {k.size} test examples, K = {num_samples}: {100 * bad:.1f}% > 0.7",
+        fontsize=9,
+    )
+    ax.set_xlabel("k-hat")
+    ax.set_ylabel("examples")
+    ax.legend(fontsize=8)
+    return _save(fig, path, dpi=110)
+
+
+def posterior_marginals(
+    draws: list[np.ndarray], nuts_rows: list[dict], dims: list[int], path: str | Path
+) -> Path:
+    """Per example (rows) and latent dim (columns): the NUTS marginal (histogram) against the
+    amortized q(z|x) (curve)."""
+    rows, cols = len(draws), len(dims)
+    fig = Figure(figsize=(2.3 * cols, 2.0 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for r, (samples, row) in enumerate(zip(draws, nuts_rows)):
+        for c, d in enumerate(dims):
+            ax = axes[r][c]
+            ax.hist(samples[:, d], bins=30, density=True, color="tab:blue", alpha=0.5, label="NUTS")
+            mu, sd = row["q_mean"][d], row["q_std"][d]
+            lo = min(samples[:, d].min(), mu - 4 * sd)
+            hi = max(samples[:, d].max(), mu + 4 * sd)
+            grid = np.linspace(lo, hi, 200)
+            pdf = np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * math.sqrt(2 * math.pi))
+            ax.plot(grid, pdf, color="tab:red", label="q(z|x)")
+            ax.set_yticks([])
+            ax.tick_params(labelsize=7)
+            ax.set_xlabel(f"z{d}", fontsize=7)
+            if c == 0:
+                ax.set_ylabel("density", fontsize=7)
+            ax.set_title(f"example {row['index']}, z{d} (r-hat {row['r_hat'][d]:.3f})", fontsize=7)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path, dpi=110)

@@ -23,7 +23,8 @@ from pyro.nn import PyroModule, PyroParam
 from torch import nn
 from torch.func import functional_call
 
-from pyrovae.errors import PyrovaeError, choice_error
+from pyrovae.errors import choice_error
+from pyrovae.options import Option, checked, fill, label
 
 
 def as_evaluated(module: nn.Module, *args: Any) -> Any:
@@ -57,8 +58,9 @@ class Prior(PyroModule):
     """Base prior. Subclasses implement ``forward() -> Distribution`` (event shape ``(z_dim,)``)."""
 
     closed_form_kl: bool = False
-    #: The model options (config keys under ``model``) this prior takes.
-    options: tuple[str, ...] = ()
+    #: The options this prior takes (``model.prior: {name: ..., <option>: value}``; see
+    #: :mod:`pyrovae.options`): keyword arguments of ``__init__``, filled in and checked.
+    options: dict[str, Option] = {}
 
     def __init__(self, z_dim: int, **_context) -> None:
         super().__init__()
@@ -109,12 +111,12 @@ class MixtureOfGaussians(Prior):
     Means start spread out (standard normal draws) so that the components are distinct.
     """
 
-    options = ("components",)
+    options = {"components": Option(int, 10, "K, the number of mixture components", range="> 0")}
 
-    def __init__(self, z_dim: int, components: int = 10, **context) -> None:
+    def __init__(self, z_dim: int, components: int = options["components"].default,
+                 **context) -> None:
         super().__init__(z_dim, **context)
-        if components < 1:
-            raise PyrovaeError(f"mog prior needs components >= 1, got {components}")
+        components = checked(self, components=components)["components"]
         self.logits = nn.Parameter(torch.zeros(components))
         self.loc = nn.Parameter(torch.randn(components, z_dim))
         self.scale = PyroParam(torch.ones(components, z_dim), constraint=constraints.positive)
@@ -144,15 +146,14 @@ class VampPrior(Prior):
     this is the plain encoder.
     """
 
-    options = ("components",)
+    options = {"components": Option(int, 500, "K, the number of pseudo-inputs", range="> 0")}
 
     def __init__(
-        self, z_dim: int, x_shape: tuple[int, ...], encoder: nn.Module, components: int = 500,
-        **context,
+        self, z_dim: int, x_shape: tuple[int, ...], encoder: nn.Module,
+        components: int = options["components"].default, **context,
     ) -> None:
         super().__init__(z_dim, **context)
-        if components < 1:
-            raise PyrovaeError(f"vamp prior needs components >= 1, got {components}")
+        components = checked(self, components=components)["components"]
         self.pseudo_inputs = nn.Parameter(0.5 + 0.01 * torch.randn(components, *x_shape))
         # A reference, not a submodule: the encoder's weights belong to the VAE, once.
         object.__setattr__(self, "_encoder", encoder)
@@ -171,11 +172,20 @@ PRIORS: dict[str, type[Prior]] = {
 
 
 def build_prior(
-    name: str, z_dim: int, x_shape: tuple[int, ...], encoder: nn.Module,
-    components: int | None = None,
+    name: str | type[Prior], z_dim: int, x_shape: tuple[int, ...], encoder: nn.Module,
+    **options,
 ) -> Prior:
-    """The prior registered under ``name``; ``components`` is K for ``mog`` and ``vamp``."""
-    if name not in PRIORS:
+    """The prior registered under ``name`` (or the ``Prior`` subclass ``name``), with its
+    ``options`` (see ``Prior.options``; None: the default) checked and filled in."""
+    cls = prior_class(name)
+    filled = fill(cls.options, options, f"prior={label(name)}")
+    return cls(z_dim, x_shape=x_shape, encoder=encoder, **filled)
+
+
+def prior_class(name: str | type[Prior]) -> type[Prior]:
+    """The ``Prior`` subclass registered under ``name`` (a subclass is returned as it is)."""
+    if isinstance(name, type) and issubclass(name, Prior):
+        return name
+    if not isinstance(name, str) or name not in PRIORS:
         raise choice_error("prior", name, list(PRIORS))
-    options = {} if components is None else {"components": components}
-    return PRIORS[name](z_dim, x_shape=x_shape, encoder=encoder, **options)
+    return PRIORS[name]

@@ -6,10 +6,14 @@
   other than 3,280 the stages keep their proportions (stage i is 3^i / 3,280 of the epochs), so
   a shorter budget runs the same decay compressed; past the last stage the rate stays at the
   last stage's.
+- ``cosine``: lr * (1 + cos(pi * epoch / epochs)) / 2, from lr at the first epoch towards 0 at
+  the last (Loshchilov & Hutter 2017, without restarts): the schedule for a fixed budget, where
+  ``train.epochs`` is what the budget allows.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 BURDA_STAGES = 8
@@ -38,7 +42,12 @@ def burda(lr: float, epoch: int, epochs: int, lr_decay: float = 1.0) -> float:
     return lr * 10 ** (-burda_stage(epoch, epochs) / 7)
 
 
-SCHEDULES: dict[str, Callable[..., float]] = {"exponential": exponential, "burda": burda}
+def cosine(lr: float, epoch: int, epochs: int, lr_decay: float = 1.0) -> float:
+    return lr * (1 + math.cos(math.pi * min(epoch, epochs) / epochs)) / 2
+
+
+SCHEDULES: dict[str, Callable[..., float]] = {
+    "exponential": exponential, "burda": burda, "cosine": cosine}
 
 
 def learning_rate(name: str, lr: float, epoch: int, epochs: int, lr_decay: float = 1.0) -> float:

@@ -11,6 +11,12 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    # pytest -n N: N workers share the cores; one thread each (and in the processes they start)
+    # instead of N x torch's default, which makes them wait for each other at every operation
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 def has_cxx() -> bool:
     """Whether torch.compile finds a C++ compiler (the ``compiled`` engine needs one on a CPU)."""

@@ -99,13 +99,16 @@ def test_every_declared_option_is_accepted_by_its_component():
     from pyrovae.likelihoods import LIKELIHOODS
     from pyrovae.priors import PRIORS
 
-    values = {"components": 3, "likelihood_scale": 0.5, "learn_scale": "global",
-              "min_scale": 0.01}
+    values = {"components": 3, "scale": 0.5, "learn_scale": "global", "min_scale": 0.01}
     for kind, registry in (("prior", PRIORS), ("likelihood", LIKELIHOODS)):
         for name, cls in registry.items():
             options = {k: values[k] for k in cls.options}
-            load_config(None, [f"model.{kind}={name}",
-                               *(f"model.{k}={v}" for k, v in options.items())])
-            VAE(x_shape=(4,), z_dim=2, hidden=[8], **{kind: name}, **options)
+            flat = {cls.options[k].key(k): v for k, v in options.items()}
+            nested = load_config(None, [f"model.{kind}={name}",
+                                        *(f"model.{kind}.{k}={v}" for k, v in options.items())])
+            assert nested.model.component(kind) == {"name": name, **options}
+            assert load_config(None, [f"model.{kind}={name}", *(
+                f"model.{k}={v}" for k, v in flat.items())]).model == nested.model
+            VAE(x_shape=(4,), z_dim=2, hidden=[8], **{kind: name}, **flat)
     with pytest.raises(PyrovaeError, match="learn_scale does not apply"):
         VAE(likelihood="bernoulli", learn_scale="pixel")

@@ -101,6 +101,7 @@ def _wait_until_training(proc, checkpoint_file: Path, timeout: float = 900) -> N
             break
 
 
+@pytest.mark.slow  # ~80 s on 2 idle cores; the resume tests below check exactness in CI
 def test_kill_9_and_resume_gives_the_numbers_of_an_uninterrupted_run(mirror, data_root,
                                                                      tmp_path):
     args = [*SMALL, "data.limit=1000", "train.epochs=4", f"data.root={data_root}",
@@ -269,8 +270,11 @@ def test_cli_errors_are_one_line(args, words, one_epoch, mirror, data_root, tmp_
 
 
 @pytest.mark.parametrize("engine, loss", [
-    ("svi", "trace"), ("torch", "iwae"), ("traced", "iwae_dreg"),
-    pytest.param("compiled", "trace", marks=needs_cxx)])
+    ("svi", "trace"), ("torch", "iwae"),
+    # the graph engines take the torch engine's step exactly (tests/test_optim.py); their resume
+    # runs are slow (compilation), so they run with -m slow
+    pytest.param("traced", "iwae_dreg", marks=pytest.mark.slow),
+    pytest.param("compiled", "trace", marks=[needs_cxx, pytest.mark.slow])])
 def test_resume_is_exact_under_every_engine(engine, loss, mirror, data_root, tmp_path):
     """Every engine, and the importance-weighted objectives (K = 3), resume bit for bit, with
     KL warm-up, learning-rate decay and clipping."""

@@ -221,9 +221,9 @@ def test_the_floor_holds_for_any_parameter_value(learn, shape):
 
 
 @pytest.mark.parametrize("options, words", [
-    ({"min_scale": -1.0}, "min_scale must be a number >= 0"),
-    ({"min_scale": float("nan")}, "min_scale must be a number >= 0"),
-    ({"min_scale": True}, "min_scale must be a number >= 0"),
+    ({"min_scale": -1.0}, "min_scale must be >= 0"),
+    ({"min_scale": float("nan")}, "min_scale must be a finite number"),
+    ({"min_scale": True}, "min_scale must be a finite number"),
     ({"min_scale": 0.5, "scale": 0.5, "learn_scale": "pixel"}, "not above its floor"),
 ])
 def test_bad_floors_are_one_line_errors(options, words):

@@ -47,9 +47,9 @@ def test_softplus_scale():
 @pytest.mark.parametrize("kwargs, match", [
     ({"name": "resnet"}, "unknown net 'resnet'; choose one of: conv, mlp"),
     ({"name": "mlp", "activation": "swish"}, "unknown activation"),
-    ({"name": "conv", "channels": []}, "at least one conv layer"),
+    ({"name": "conv", "channels": []}, r"channels must be a list .*\(at least one\)"),
     ({"name": "mlp", "hidden": [0]}, "positive"),
-    ({"name": "mlp", "scale_fn": "abs"}, "unknown encoder scale function"),
+    ({"name": "mlp", "scale_fn": "abs"}, "unknown scale_fn 'abs'"),
 ])
 def test_bad_options(kwargs, match):
     name = kwargs.pop("name")

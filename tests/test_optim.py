@@ -69,10 +69,15 @@ def test_traced_engines_take_the_torch_step(engine: str) -> None:
     assert _step(traced, X[:10], 9) == pytest.approx(_step(ref, X[:10], 9), rel=1e-6)
     assert len(traced.graphs) == 2  # one graph per batch shape, beta changes need none
     wa, wb = _weights(a), _weights(b)
+    # Compiled kernels sum in another order, and Adam divides each coordinate's step by its own
+    # gradient scale, so a coordinate with a near-zero gradient can turn float32 rounding into a
+    # visible part of its step (measured: 8.6e-6 in one of 25,088 weights after 5 steps). A
+    # wrong step moves weights by the order of lr; allow 1/1000 of the 5 steps' lr.
+    atol = 1e-6 if engine == "traced" else 1e-3 * 5 * 1e-2
     for k in wa:
         if engine == "traced":
             assert torch.equal(wa[k], wb[k]), k
-        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=atol)
     b.eval()
     traced.step(X, 6000)
     assert len(traced.graphs) == 3  # and one for eval mode (batch norm behaves differently)

@@ -10,6 +10,9 @@
 
 Every objective computes per-example, unscaled log-densities and applies N / B once
 (:mod:`pyrovae.objectives.base`); beta is an argument of its loss.
+
+Objectives declare no options (unlike priors, likelihoods and nets, :mod:`pyrovae.options`):
+their one setting, K = ``train.num_particles``, is taken by all of them.
 """
 
 from __future__ import annotations
