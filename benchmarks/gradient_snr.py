@@ -8,9 +8,11 @@ A model of ``--config`` (default: the Burda et al. one-layer VAE) is trained for
 with the ELBO (or loaded from ``--model``); then, on a fixed minibatch of ``--examples`` test
 images, ``--replicates`` independent gradients of each objective are drawn for every K. Per
 parameter coordinate, SNR = |mean| / standard deviation of the replicates; the table gives the
-median over the encoder's coordinates and over the decoder's. IWAE's encoder SNR falls like
-1/sqrt(K); DReG's does not; the decoder's rises like sqrt(K) for both (their decoder gradients
-are the same numbers).
+median over the encoder's coordinates and over the decoder's (the same numbers for both
+objectives: their decoder gradients are identical). For large K (K much larger than the variance
+of the normalized importance weights), IWAE's encoder SNR falls like 1/sqrt(K) while DReG's and
+the decoder's rise like sqrt(K) (Rainforth et al. 2018; Tucker et al. 2018); a model trained for
+a few epochs is far from that regime, and the measured trends are weaker (BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -51,7 +51,8 @@ def run_once(ranks: int, args: list[str], threads: int, run_dir: Path) -> dict:
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     began = time.perf_counter()
-    proc = subprocess.run(command(ranks, [*args, f"run_dir={run_dir}"]), cwd=REPO, env=env,
+    where = [f"run_dir={run_dir.parent}", f"run_name={run_dir.name}"]
+    proc = subprocess.run(command(ranks, [*args, *where]), cwd=REPO, env=env,
                           capture_output=True, text=True)
     wall = time.perf_counter() - began
     if proc.returncode != 0:

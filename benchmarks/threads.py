@@ -5,12 +5,12 @@
         --json benchmarks/results/threads_cpu.json
 
 ``shared`` runs the same commands while one other process keeps one core busy (a Python loop,
-started ``--warmup`` seconds before, so that the 1-minute load average that ``auto`` reads has
-seen it). Each variant is a fresh ``python -m pyrovae.fit`` for ``--epochs`` epochs; its time is
-the median training seconds of the epochs after the first (``seconds`` in metrics.csv,
-evaluation excluded). The variants are interleaved over ``--repeats`` rounds so that drift in the
-machine's load hits all of them alike; the JSON holds every measurement, the medians and the
-ratios to ``threads=1`` in the same condition. Run it alone: nothing else may use the cores.
+started ``--warmup`` seconds before the first of them). Each variant is a fresh
+``python -m pyrovae.fit`` for ``--epochs`` epochs; its time is the median training seconds of
+the epochs after the first (``seconds`` in metrics.csv, evaluation excluded). The variants are
+interleaved over ``--repeats`` rounds so that drift in the machine's load hits all of them
+alike; the JSON holds every measurement, the medians and the ratios to ``threads=1`` in the
+same condition. Run it alone: nothing else may use the cores.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="configs/mnist.yaml")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--warmup", type=float, default=60.0, help="seconds of busy load before shared")
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds of busy load before shared")
     p.add_argument("--json")
     args = p.parse_args(argv)
     results: list[dict] = []

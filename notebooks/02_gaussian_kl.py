@@ -9,30 +9,30 @@
 # %% [markdown]
 # # 02 · The KL divergence between Gaussians
 #
-# The ELBO's second term, $\mathrm{KL}(q(z\mid x)\,\Vert\,p(z))$, has a closed form when both are
-# Gaussian. This notebook derives the general multivariate formula (trace, Mahalanobis and
-# log-determinant terms), its diagonal and standard-normal special cases, and the
-# log-variance form the code uses, and checks each `pyrovae.objectives` function against
+# The ELBO's second term, $\mathrm{KL}(q(z\mid x)\,\Vert\,p(z))$ ([01](01_elbo.ipynb), section 1c), has a
+# closed form when both are Gaussian. This notebook derives the general multivariate formula (trace, Mahalanobis and
+# log-determinant terms), its diagonal and standard-normal special cases, the log-variance form
+# the code uses, and the full-covariance KL to $\mathcal{N}(0, I)$ (where "$\mu^2$" must be
+# $\mu^\top\mu$), and checks each `pyrovae.objectives` function against
 # `torch.distributions.kl_divergence` (to round-off) and against Monte Carlo (within
 # standard errors). Along the way: $\int p \log p$ is minus the entropy, and the KL is not
 # symmetric.
+
+# %%
+from pyrovae import notebook as nb
+
+FAST = nb.setup()  # PYROVAE_FAST=1 (CI): small data, few particles, few steps
 
 # %%
 import inspect
 import math
 
 import numpy as np
-import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer import SVI
 
 from pyrovae import check, objectives
-from pyrovae import notebook as nb
-from pyrovae.data import load_data
 from pyrovae.model import VAE
-
-FAST = nb.setup()  # PYROVAE_FAST=1 (CI): small data, few particles, few steps
 
 # %% [markdown]
 # ## 1. Two multivariate Gaussians
@@ -106,7 +106,12 @@ assert (kl > 0).all()
 # the mean over $N$ draws, with its standard error, must be within the Bonferroni threshold
 # of the closed form. Two deliberately wrong formulas (the Mahalanobis term with
 # $\Sigma_q^{-1}$ instead of $\Sigma_p^{-1}$; the log-determinants swapped) are put through the
-# same test to show that it has the power to catch them.
+# same test to show that it has the power to catch them. How far a wrong formula lands from the
+# Monte Carlo mean depends on the pair: the swap changes the KL by exactly
+# $-(\log\det\Sigma_p - \log\det\Sigma_q)$, so it is rejected by $|\text{logdet}|/\mathrm{SE}$ standard errors,
+# few where the two determinants are close (check 1's `logdet` column). The lines under the
+# table give, for each wrong formula, its smallest and largest $|z|$ over the six pairs and on how
+# many pairs it is rejected.
 
 # %%
 N = 40_000 if FAST else 400_000
@@ -127,7 +132,10 @@ for i in range(P):
 print(f"|z| threshold {thr:.2f}")
 assert ((mc - kl).abs() / se <= thr).all()
 for name, w in wrong.items():
-    assert ((mc - w).abs() / se).max() > 10 * thr, f"the test cannot tell {name}"
+    zw = ((mc - w).abs() / se).sort().values
+    print(f"{name}: |z| over the {P} pairs from {zw[0]:.1f} to {zw[-1]:.1f} (median "
+          f"{zw.median():.1f}); rejected (|z| > {thr:.2f}) for {int((zw > thr).sum())} of {P}")
+    assert zw[-1] > 10 * thr, f"the test cannot tell {name}"
 
 
 # %% [markdown]
@@ -270,6 +278,70 @@ assert ((mc - kl_s).abs() / se <= thr).all()
 assert objectives.kl_standard_normal(zeros, zeros).abs().max() == 0
 
 # %% [markdown]
+# ### 3b. A full covariance against $\mathcal{N}(0, I)$
+#
+# For a guide with a full covariance, $q = \mathcal{N}(\mu, \Sigma)$ (say $\Sigma = LL^\top$ from a
+# Cholesky factor that an encoder outputs), against the prior $\mathcal{N}(0, I_k)$, put
+# $\mu_q = \mu$, $\Sigma_q = \Sigma$, $\mu_p = 0$, $\Sigma_p = I_k$ into the boxed formula of section 1:
+# $\Sigma_p^{-1} = I_k$ and $\log\det I_k = 0$, so
+# $$
+# \boxed{\;\mathrm{KL}\big(\mathcal{N}(\mu, \Sigma)\,\Vert\,\mathcal{N}(0, I_k)\big)
+#   = \tfrac12\big(\mathrm{tr}\,\Sigma + \mu^\top\mu - k - \log\det\Sigma\big).\;}
+# $$
+# Every term is a number: $\mu^\top\mu = \lVert\mu\rVert^2 = \sum_j \mu_j^2$. A write-up that prints this
+# formula with "$\mu^2$" can only mean that number, but read as code, `mu**2` is the *vector*
+# $(\mu_1^2, \dots, \mu_k^2)$: added to the numbers $\mathrm{tr}\,\Sigma - k - \log\det\Sigma$ it broadcasts
+# them into each of its $k$ entries, so a `.sum()` afterwards counts them $k$ times (an excess of
+# $\tfrac{k-1}2(\mathrm{tr}\,\Sigma - k - \log\det\Sigma)$), and a `.mean()` divides $\lVert\mu\rVert^2$ by $k$.
+# (In the diagonal formula of section 3 the sum over $j$ encloses everything, and there the
+# per-dimension $\mu_j^2$ is right.) The log-determinant is that of the whole matrix,
+# $\log\det\Sigma = 2\sum_i \log L_{ii}$; the diagonal formula fed with the diagonal of a correlated
+# $\Sigma$ uses $\sum_i \log \Sigma_{ii}$ instead, which is larger (Hadamard's inequality
+# $\det\Sigma \le \prod_i \Sigma_{ii}$), and so understates the KL by
+# $\tfrac12(\sum_i\log\Sigma_{ii} - \log\det\Sigma)$. Checked on six random pairs in $k = 5$ dimensions,
+# against `torch.distributions.kl_divergence` of two `MultivariateNormal`s and `objectives.kl_mvn`:
+
+# %%
+g = torch.Generator().manual_seed(4)
+P, K = 6, 5
+mu_f = torch.randn(P, K, generator=g, dtype=torch.float64)
+L_f = (0.6 * torch.randn(P, K, K, generator=g, dtype=torch.float64).tril(-1)
+       + torch.diag_embed(0.3 + torch.rand(P, K, generator=g, dtype=torch.float64)))
+Sigma_f = L_f @ L_f.transpose(-1, -2)                 # full covariances, Cholesky factor L_f
+I_k, zero_k = torch.eye(K, dtype=torch.float64), torch.zeros(K, dtype=torch.float64)
+
+tr = Sigma_f.diagonal(dim1=-2, dim2=-1).sum(-1)
+mu_t_mu = (mu_f * mu_f).sum(-1)                       # mu^T mu, one number per pair
+logdet = 2 * L_f.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+kl_full = 0.5 * (tr + mu_t_mu - K - logdet)
+kl_torch = torch.distributions.kl_divergence(dist.MultivariateNormal(mu_f, scale_tril=L_f),
+                                             dist.MultivariateNormal(zero_k, I_k))
+kl_general = objectives.kl_mvn(mu_f, Sigma_f, zero_k.expand(P, K), I_k.expand(P, K, K))
+
+broadcast = 0.5 * ((tr - K - logdet)[:, None] + mu_f**2)   # "mu^2" as code: shape (P, K)
+diag_only = objectives.kl_standard_normal(mu_f, Sigma_f.diagonal(dim1=-2, dim2=-1).log())
+print(f"{'pair':>4} {'formula':>9} {'torch MVN':>10} {'kl_mvn':>9} | {'mu**2 .sum()':>12} "
+      f"{'mu**2 .mean()':>13} {'diagonal only':>13}")
+for i in range(P):
+    print(f"{i:>4} {kl_full[i]:9.5f} {kl_torch[i]:10.5f} {kl_general[i]:9.5f} | "
+          f"{broadcast[i].sum():12.5f} {broadcast[i].mean():13.5f} {diag_only[i]:13.5f}")
+print("shape of the broadcast expression before reducing:", tuple(broadcast.shape))
+assert torch.allclose(kl_full, kl_torch, rtol=1e-10) and torch.allclose(kl_full, kl_general,
+                                                                       rtol=1e-10)
+excess = 0.5 * (tr - K - logdet)
+assert torch.allclose(broadcast.sum(-1), kl_full + (K - 1) * excess, rtol=1e-10)
+assert torch.allclose(broadcast.mean(-1), excess + mu_t_mu / (2 * K), rtol=1e-10)
+assert ((broadcast.sum(-1) - kl_full).abs() > 0.5).all()
+assert ((broadcast.mean(-1) - kl_full).abs() > 0.5).all()
+hadamard = 0.5 * (Sigma_f.diagonal(dim1=-2, dim2=-1).log().sum(-1) - logdet)
+assert torch.allclose(kl_full - diag_only, hadamard, rtol=1e-10) and (hadamard > 0).all()
+
+# with a diagonal Sigma the full formula is section 3's diagonal one
+diag_var = Sigma_f.diagonal(dim1=-2, dim2=-1)
+kl_of_diag = 0.5 * (diag_var.sum(-1) + mu_t_mu - K - diag_var.log().sum(-1))
+assert torch.allclose(kl_of_diag, objectives.kl_standard_normal(mu_f, diag_var.log()), rtol=1e-12)
+
+# %% [markdown]
 # **Why the log-variance form.** The encoder outputs an unconstrained number per dimension and
 # $\sigma^2 = e^{\ell}$ is positive by construction; and $\log\sigma^2$ is then used as it is, never
 # recomputed from $\sigma^2$. In float32 the $\sigma$-form $\log(\sigma^2)$ breaks down for small
@@ -305,40 +377,13 @@ assert torch.isinf(sigma_form[:2]).all()
 # traces, per image.
 
 # %%
-splits = load_data(
-    "mnist",
-    root=nb.data_root(),
-    mirror=nb.data_mirror(),
-    limit=2000 if FAST else 10000,
-    binarize="dynamic",
-)
+splits = nb.load_data("mnist")  # dynamically binarized; fast mode: 2,000 training images
 print(splits)
 print("test set:", splits.test_binarization)
 
-
 # %%
-def train_vae(splits, steps, batch_size=100, lr=1e-3, seed=0, **options):
-    """`steps` Adam steps of pyro.infer.SVI on the ELBO (loss = objectives.build("trace", vae))
-    over dynamically binarized MNIST minibatches; returns the VAE and the losses (negative
-    ELBO in nats per training example)."""
-    pyro.set_rng_seed(seed)
-    vae = VAE(x_shape=splits.x_shape, **options)
-    loss = objectives.build("trace", vae)
-    svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": lr}), loss=loss)
-    gen = torch.Generator().manual_seed(seed)
-    n, losses = splits.train.shape[0], []
-    while len(losses) < steps:
-        for xb in splits.train_batches(batch_size, gen):
-            losses.append(svi.step(xb, n) / n)
-            if len(losses) == steps:
-                break
-    vae.eval()
-    return vae, losses
-
-
-# %%
-vae, _ = train_vae(splits, steps=100 if FAST else 400, z_dim=20)
-x = splits.test[:64]
+vae, _ = nb.train_vae(splits, steps=100 if FAST else 400, z_dim=20)
+x = splits.test[:16 if FAST else 64]
 with torch.no_grad():
     loc, scale = vae.encoder(x)
     kl_code = objectives.closed_form_kl(vae, loc, scale)
@@ -346,7 +391,7 @@ with torch.no_grad():
 print("KL(q(z|x) || p(z)) for the first 8 images:", np.round(kl_code[:8].numpy(), 3))
 print("max |closed_form_kl - torch| =", f"{(kl_code - kl_torch).abs().max():.1e}")
 assert torch.allclose(kl_code, kl_torch, rtol=1e-5, atol=1e-4)
-row = check.kl_agreement(vae, x, num_particles=2000 if FAST else 10000)
+row = check.kl_agreement(vae, x, num_particles=300 if FAST else 10000)
 print(row.detail, f"| worst z {row.z:+.2f}, threshold {row.threshold:.2f}")
 assert row.passed
 
@@ -364,16 +409,26 @@ with torch.no_grad():
 print("diag_normal prior: max |closed_form_kl - torch| =",
       f"{(kl_code - kl_torch).abs().max():.1e}")
 assert torch.allclose(kl_code, kl_torch, rtol=1e-5, atol=1e-4)
-row = check.kl_agreement(vae_d, x, num_particles=2000 if FAST else 10000)
+row = check.kl_agreement(vae_d, x, num_particles=300 if FAST else 10000)
 print(row.detail, f"| worst z {row.z:+.2f}, threshold {row.threshold:.2f}")
 assert row.passed
 
 # %% [markdown]
 # **The KL is not symmetric.** The ELBO needs $\mathrm{KL}(q(z\mid x)\,\Vert\,p(z))$: an expectation under
 # $q$, small when $q$ sits inside the prior. The reverse $\mathrm{KL}(p(z)\,\Vert\,q(z\mid x))$ averages under
-# the prior and punishes a narrow $q$ by $\approx \tfrac12\sum_j 1/\sigma_j^2$. On the same encoder outputs
-# they differ by a wide margin, so the two cannot be swapped (notebook 01 shows that
-# $\mathbb{E}_q[\log p(x\mid z)] + \mathrm{KL}(p\,\Vert\,q)$ is not a bound):
+# the prior and punishes a narrow $q$: section 2's formula with the arguments swapped
+# ($p = \mathcal{N}(0, I)$ first) is
+# $$
+# \mathrm{KL}\big(\mathcal{N}(0, I)\,\Vert\,\mathcal{N}(\mu, \mathrm{diag}\,\sigma^2)\big)
+#   = \tfrac12\sum_j\Big[\frac{1 + \mu_j^2}{\sigma_j^2} - 1 + \log\sigma_j^2\Big],
+# $$
+# which for small $\sigma_j$ is dominated by $\tfrac12\sum_j (1 + \mu_j^2)/\sigma_j^2$: the approximation
+# $\tfrac12\sum_j 1/\sigma_j^2$ drops the mean term $\tfrac12\sum_j \mu_j^2/\sigma_j^2$. On the same encoder
+# outputs the two directions differ by a wide margin, so they cannot be swapped
+# ([01](01_elbo.ipynb), section 3, shows that $\mathbb{E}_q[\log p(x\mid z)] + \mathrm{KL}(p\,\Vert\,q)$ is not a
+# bound). The table checks the formula against `torch`, and then narrows each image's $q$ to
+# $q_c = \mathcal{N}(\mu, c^2\,\mathrm{diag}\,\sigma^2)$ with $c = 0.05$, where the leading term must be within
+# 2% and the approximation without the mean term falls short by $\tfrac12\sum_j \mu_j^2/(c\sigma_j)^2$:
 
 # %%
 with torch.no_grad():
@@ -382,24 +437,78 @@ with torch.no_grad():
 zeros = torch.zeros_like(loc)
 kl_pq_code = objectives.kl_diag_normals(zeros, zeros, loc, 2 * scale.log())  # swapped args
 assert torch.allclose(kl_pq, kl_pq_code, rtol=1e-5)
-print(f"{'image':>5} {'KL(q||p)':>9} {'KL(p||q)':>9} {'min σ':>7}")
+mu2 = loc.double().pow(2)
+
+def kl_prior_to(var):
+    """KL(N(0, I) || N(loc, diag var)) by the formula above."""
+    return 0.5 * ((1 + mu2) / var - 1 + var.log()).sum(-1)
+
+assert torch.allclose(kl_pq.double(), kl_prior_to(scale.double().pow(2)), rtol=1e-5)
+C = 0.05
+var_c = (C * scale.double()).pow(2)
+with torch.no_grad():
+    std_normal = dist.Normal(torch.zeros_like(mu2), 1.0).to_event(1)  # p(z), in float64
+    kl_pq_c = torch.distributions.kl_divergence(
+        std_normal, dist.Normal(loc.double(), C * scale.double()).to_event(1))
+lead, no_mean = 0.5 * ((1 + mu2) / var_c).sum(-1), 0.5 * (1 / var_c).sum(-1)
+assert torch.allclose(kl_pq_c, kl_prior_to(var_c), rtol=1e-10)
+print(f"{'':>5} {'':>9} {'':>9} {'':>7} | q narrowed to N(μ, ({C}σ)²):")
+print(f"{'image':>5} {'KL(q||p)':>9} {'KL(p||q)':>9} {'min σ':>7} | {'KL(p||q_c)':>10} "
+      f"{'½Σ(1+μ²)/(cσ)²':>15} {'½Σ1/(cσ)²':>10}")
 for i in range(8):
-    print(f"{i:>5} {kl_qp[i]:9.3f} {kl_pq[i]:9.3f} {scale[i].min():7.3f}")
+    print(f"{i:>5} {kl_qp[i]:9.3f} {kl_pq[i]:9.3f} {scale[i].min():7.3f} | {kl_pq_c[i]:10.1f} "
+          f"{lead[i]:15.1f} {no_mean[i]:10.1f}")
+rel_lead, rel_no_mean = lead / kl_pq_c - 1, no_mean / kl_pq_c - 1
 print(f"mean over {x.shape[0]} images: KL(q||p) = {kl_qp.mean():.2f}, "
       f"KL(p||q) = {kl_pq.mean():.2f}")
+print(f"narrowed: relative error of ½Σ(1+μ²)/(cσ)² from {rel_lead.min():+.2%} to "
+      f"{rel_lead.max():+.2%}; of ½Σ1/(cσ)² from {rel_no_mean.min():+.1%} to "
+      f"{rel_no_mean.max():+.1%}")
 assert (kl_pq - kl_qp).abs().mean() > 1.0
+assert rel_lead.abs().max() < 0.02
+assert torch.allclose(lead - no_mean, 0.5 * (mu2 / var_c).sum(-1), rtol=1e-10)
 
 # %% [markdown]
 # ## Summary
 #
 # * `objectives.kl_mvn` (Cholesky route) equals `torch.distributions.kl_divergence` and the
 #   $\Sigma^{-1}$/`slogdet` route term by term to ~$10^{-10}$, and the Monte Carlo mean of
-#   $\log q - \log p$ within standard errors; the same Monte Carlo test rejects two wrong formulas by
-#   hundreds of standard errors.
+#   $\log q - \log p$ within standard errors. The same test (400,000 draws per pair in the full run)
+#   rejected both deliberately wrong formulas on all six pairs, by margins that depend on the pair:
+#   the Mahalanobis term with $\Sigma_q^{-1}$ by 66 to 791 standard errors, the swapped
+#   log-determinants by 4.1 to 200 (4.1 on pair 2, whose two log-determinants differ by only 0.036,
+#   which is exactly that formula's error).
 # * `kl_diag_normals` = `kl_mvn` on diagonal covariances; `kl_standard_normal` = `kl_diag_normals`
 #   against $\mathcal{N}(0, I)$; both match `torch` and Monte Carlo. The log-variance form stays finite
 #   in float32 where the $\sigma$-form returns $\infty$.
+# * Against $\mathcal{N}(0, I)$ a full covariance gives
+#   $\tfrac12(\mathrm{tr}\,\Sigma + \mu^\top\mu - k - \log\det\Sigma)$, equal to `torch`'s `MultivariateNormal`
+#   KL to round-off; "$\mu^2$" taken as the vector `mu**2` (then summed or averaged), or the
+#   diagonal formula on the diagonal of $\Sigma$, gives other numbers, by exactly the amounts
+#   derived.
 # * $\int p\log p = \mathbb{E}_p[\log p(Z)] = -H[p]$: the quadrature, the Monte Carlo mean and the
 #   formula agree, and differ from $\mathbb{E}[Z]$, $\log p(\mathbb{E}Z)$ and $\log\int p^2$.
 # * In the VAE, `closed_form_kl` matches `torch` and the per-image Monte Carlo KL from Pyro's traces
-#   for both closed-form priors; $\mathrm{KL}(p\,\Vert\,q) \ne \mathrm{KL}(q\,\Vert\,p)$.
+#   for both closed-form priors; $\mathrm{KL}(p\,\Vert\,q) \ne \mathrm{KL}(q\,\Vert\,p)$ (87.4 against 17.7 nats on
+#   average over 64 test images in the full run). The reverse KL is
+#   $\tfrac12\sum_j[(1 + \mu_j^2)/\sigma_j^2 - 1 + \log\sigma_j^2]$: for $q$ narrowed to $0.05\,\sigma$ its leading
+#   term $\tfrac12\sum_j (1 + \mu_j^2)/\sigma_j^2$ was within 0.5%, while $\tfrac12\sum_j 1/\sigma_j^2$, which drops
+#   the mean, fell short by 33% to 70%.
+
+# %% [markdown]
+# ## References
+#
+# * D. P. Kingma, M. Welling (2013). Auto-encoding variational Bayes, Appendix B (the KL to
+#   $\mathcal{N}(0, I)$ in closed form). [arXiv:1312.6114](https://arxiv.org/abs/1312.6114)
+# * K. B. Petersen, M. S. Pedersen (2012). The Matrix Cookbook (the trace trick, expectations of
+#   quadratic forms, the Gaussian KL). [PDF](https://www.math.uwaterloo.ca/~hwolkowi/matrixcookbook.pdf)
+# * T. M. Cover, J. A. Thomas (2006). Elements of Information Theory, 2nd ed., Wiley: chapter 8
+#   (differential entropy; the entropy of a Gaussian) and Hadamard's inequality (chapter 17).
+# * C. M. Bishop (2006). Pattern Recognition and Machine Learning, Springer: sections 1.6
+#   (entropy, KL divergence) and 10.1 (the two directions of the KL).
+#
+# The other notebooks: [00 First steps](00_first_steps.ipynb) · [01 The ELBO](01_elbo.ipynb)
+# · [03 Reparameterization](03_reparameterization.ipynb) ·
+# [04 Training on MNIST](04_train_mnist.ipynb) ·
+# [05 Priors and likelihoods](05_priors_and_likelihoods.ipynb) ·
+# [06 Posterior checks](06_posterior_checks.ipynb) · [07 Tighter bounds](07_tighter_bounds.ipynb).

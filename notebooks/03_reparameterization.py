@@ -10,12 +10,17 @@
 # # 03 · Gradient estimators: score function and reparameterization
 #
 # Training a VAE needs $\nabla_\phi\,\mathbb{E}_{q_\phi(z\mid x)}[f(z)]$, where the distribution
-# itself depends on $\phi$. This notebook derives the two classical unbiased estimators
+# itself depends on $\phi$ (the ELBO of [01](01_elbo.ipynb) is such an expectation). This notebook derives the two classical unbiased estimators
 # (score function / REINFORCE, and reparameterization), checks that both are unbiased
 # against exact gradients, measures how their variances grow with the number of samples
 # and with the dimension (against exact variance formulas), compares them on a trained
 # VAE's encoder output for real MNIST images and inside Pyro's `Trace_ELBO`, and shows the
 # sampling mistake $z = \mu + \Sigma\varepsilon$.
+
+# %%
+from pyrovae import notebook as nb
+
+FAST = nb.setup()  # PYROVAE_FAST=1 (CI): small data, few particles, few steps
 
 # %%
 import inspect
@@ -26,14 +31,8 @@ import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer import SVI
 
 from pyrovae import check, objectives
-from pyrovae import notebook as nb
-from pyrovae.data import load_data
-from pyrovae.model import VAE
-
-FAST = nb.setup()  # PYROVAE_FAST=1 (CI): small data, few particles, few steps
 
 # %% [markdown]
 # ## 1. Two estimators of $\nabla_\phi\,\mathbb{E}_{q_\phi}[f(z)]$
@@ -66,6 +65,11 @@ FAST = nb.setup()  # PYROVAE_FAST=1 (CI): small data, few particles, few steps
 # It needs $f$ differentiable. In code: `z = q.rsample()` (`loc + scale * eps`), differentiate
 # `f(z)`: Kingma & Welling (2013) eq. 10, `objectives.analytic_elbo_terms` (`z = loc + scale * eps`),
 # and what `Trace_ELBO` does when the guide's distribution has `rsample` (the VAE's does).
+#
+# Only the encoder's $\phi$ needs either estimator. The decoder's $\theta$ does not enter the
+# distribution $z$ is drawn from, so the gradient moves inside directly,
+# $\nabla_\theta\,\mathbb{E}_{q_\phi}[\log p_\theta(x\mid z)] = \mathbb{E}_{q_\phi}[\nabla_\theta \log p_\theta(x\mid z)]$,
+# a plain Monte Carlo average ([01](01_elbo.ipynb), section 4c, checks it against the exact gradient).
 
 # %%
 print(inspect.getsource(objectives.analytic_elbo_terms))
@@ -195,7 +199,7 @@ plt.show()
 # %%
 M_, S_ = 0.5, 0.8
 DS = [1, 2, 4, 8, 16, 32, 64] + ([] if FAST else [128, 256])
-NV = 20_000 if FAST else 50_000
+NV = 10_000 if FAST else 50_000
 
 def exact_var(D):
     Ea2u2, Eau2 = M_**4 + 18 * M_**2 * S_**2 + 15 * S_**4, M_**2 + 3 * S_**2
@@ -263,39 +267,12 @@ plt.show()
 # all coordinates); their per-coordinate variances are compared.
 
 # %%
-splits = load_data(
-    "mnist",
-    root=nb.data_root(),
-    mirror=nb.data_mirror(),
-    limit=2000 if FAST else 10000,
-    binarize="dynamic",
-)
+splits = nb.load_data("mnist")  # dynamically binarized; fast mode: 2,000 training images
 print(splits)
 print("test set:", splits.test_binarization)
 
-
 # %%
-def train_vae(splits, steps, batch_size=100, lr=1e-3, seed=0, **options):
-    """`steps` Adam steps of pyro.infer.SVI on the ELBO (loss = objectives.build("trace", vae))
-    over dynamically binarized MNIST minibatches; returns the VAE and the losses (negative
-    ELBO in nats per training example)."""
-    pyro.set_rng_seed(seed)
-    vae = VAE(x_shape=splits.x_shape, **options)
-    loss = objectives.build("trace", vae)
-    svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": lr}), loss=loss)
-    gen = torch.Generator().manual_seed(seed)
-    n, losses = splits.train.shape[0], []
-    while len(losses) < steps:
-        for xb in splits.train_batches(batch_size, gen):
-            losses.append(svi.step(xb, n) / n)
-            if len(losses) == steps:
-                break
-    vae.eval()
-    return vae, losses
-
-
-# %%
-vae, _ = train_vae(splits, steps=100 if FAST else 400, z_dim=10, hidden=(200,))
+vae, _ = nb.train_vae(splits, steps=100 if FAST else 400, z_dim=10, hidden=(200,))
 x = splits.test[:4]
 B, ZD = x.shape[0], vae.z_dim
 with torch.no_grad():
@@ -323,7 +300,7 @@ def vae_grads(estimator, n, seed, chunk=2500):
         out.append(torch.cat([g_loc, g_scale], -1).double())
     return torch.cat(out)
 
-NE = 5000 if FAST else 20000
+NE = 2000 if FAST else 20000
 G = {est: vae_grads(est, NE, seed=7) for est in ESTIMATORS}
 thr = check.family_threshold(2 * B * 2 * ZD)
 for est in ("score", "score + baseline"):
@@ -383,7 +360,7 @@ elbo = objectives.pyro_elbo("trace", num_particles=1)
 gen = torch.Generator().manual_seed(0)
 basis = torch.randn(8, sum(p.numel() for p in params), generator=gen, dtype=torch.float64)
 basis /= basis.norm(dim=1, keepdim=True)
-R = 60 if FAST else 300
+R = 30 if FAST else 300
 pyro.set_rng_seed(0)
 proj = {}
 for name, guide in (("reparam (vae.guide)", vae.guide), ("score function", score_function_guide)):
@@ -456,7 +433,9 @@ for ax, name in zip(axes, list(samples)[:2]):
         ell = mu2 + k * circle @ L.T
         ax.plot(ell[:, 0], ell[:, 1], "k-", lw=1)
     ax.set_title(" ".join(name.split()) + ";  black: 1σ, 2σ ellipses of Σ", fontsize=9)
+    ax.set_xlabel("z₁")
     ax.set_aspect("equal")
+axes[0].set_ylabel("z₂")
 plt.tight_layout()
 plt.show()
 
@@ -505,3 +484,25 @@ print("closed-form KL per image:", np.round(kl_closed.numpy(), 2))
 #   estimators agreed in mean and differed in variance by the ratios printed above.
 # * $z = \mu + \Sigma\varepsilon$ has covariance $\Sigma^2$; $\mu + L\varepsilon$ (Cholesky) or
 #   $\mu + \Sigma^{1/2}\varepsilon$ has $\Sigma$; in the diagonal VAE, $\mu + \sigma^2\varepsilon$ breaks the KL.
+
+# %% [markdown]
+# ## References
+#
+# * D. P. Kingma, M. Welling (2013). Auto-encoding variational Bayes (the reparameterization
+#   trick, eq. 10). [arXiv:1312.6114](https://arxiv.org/abs/1312.6114)
+# * D. J. Rezende, S. Mohamed, D. Wierstra (2014). Stochastic backpropagation and approximate
+#   inference in deep generative models. ICML. [arXiv:1401.4082](https://arxiv.org/abs/1401.4082)
+# * R. J. Williams (1992). Simple statistical gradient-following algorithms for connectionist
+#   reinforcement learning. Machine Learning 8 (REINFORCE, the score function with a baseline).
+#   [doi:10.1007/BF00992696](https://doi.org/10.1007/BF00992696)
+# * S. Mohamed, M. Rosca, M. Figurnov, A. Mnih (2020). Monte Carlo gradient estimation in machine
+#   learning. JMLR 21 (both estimators, their variances and baselines).
+#   [arXiv:1906.10652](https://arxiv.org/abs/1906.10652)
+# * J. Schulman, N. Heess, T. Weber, P. Abbeel (2015). Gradient estimation using stochastic
+#   computation graphs (the surrogate losses Pyro builds). [arXiv:1506.05254](https://arxiv.org/abs/1506.05254)
+#
+# The other notebooks: [00 First steps](00_first_steps.ipynb) · [01 The ELBO](01_elbo.ipynb)
+# · [02 The Gaussian KL](02_gaussian_kl.ipynb) ·
+# [04 Training on MNIST](04_train_mnist.ipynb) ·
+# [05 Priors and likelihoods](05_priors_and_likelihoods.ipynb) ·
+# [06 Posterior checks](06_posterior_checks.ipynb) · [07 Tighter bounds](07_tighter_bounds.ipynb).

@@ -27,8 +27,8 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import arviz as az
 import numpy as np
 import pyro
 import pyro.distributions as dist
@@ -39,6 +39,9 @@ from pyrovae.errors import PyrovaeError
 from pyrovae.model import VAE
 from pyrovae.objectives import mean_stderr as mean_stderr  # re-exported: the public helper
 from pyrovae.objectives import particle_chunks, trace_elbo_log_probs
+
+if TYPE_CHECKING:
+    import arviz as az
 
 #: Yao et al. (2018): importance sampling from q is unreliable above this Pareto k-hat.
 PARETO_K_THRESHOLD = 0.7
@@ -159,6 +162,8 @@ def psis(log_weights: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray
     :data:`EQUAL_WEIGHTS_RTOL` times max(1, max |log w|); no tail is fitted to that noise (it
     gives k-hats of noise, inf, or NaN estimates) and the estimate is the plain IWAE one.
     """
+    import arviz as az
+
     lw = np.asarray(torch.as_tensor(log_weights).detach().cpu().double(), dtype=np.float64)
     if lw.ndim != 2:
         raise PyrovaeError(f"log weights must have shape (K, B), got {lw.shape}")
@@ -315,6 +320,8 @@ def nuts_posterior(
     thread; the examples of a chain share one run (their posteriors are independent factors of
     the joint), which saves Pyro's per-step overhead.
     """
+    import arviz as az
+
     _positive_int(num_samples, "num_samples")
     _positive_int(num_chains, "num_chains")
     if isinstance(num_warmup, bool) or not isinstance(num_warmup, int) or num_warmup < 0:
@@ -364,6 +371,8 @@ def posterior_comparison(
     ``ess_flag`` when some bulk ESS is below 100 per chain: the reference is then unreliable.
     ``mean_z`` = (q mean - NUTS mean) / NUTS sd and ``std_ratio`` = q sd / NUTS sd.
     """
+    import arviz as az
+
     post = idata.posterior["z"]
     n, z_dim = int(post.sizes["example"]), int(post.sizes["latent"])
     num_chains = int(post.sizes["chain"])

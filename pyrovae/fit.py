@@ -114,10 +114,50 @@ def data_source(cfg: Config) -> str:
 
 def cpu_count() -> int:
     """The cores this process may run on."""
+    return len(_affinity())
+
+
+def _cpu_times(cpus: set[int]) -> tuple[float, float] | None:
+    """Idle and total time of ``cpus`` since boot (``/proc/stat``, in clock ticks), or None
+    where there is no ``/proc/stat``."""
     try:
-        return len(os.sched_getaffinity(0))
+        with open("/proc/stat") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    idle = total = 0.0
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            ticks = [float(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+            idle, total = idle + ticks[3] + ticks[4], total + sum(ticks)
+    return (idle, total) if total > 0 else None
+
+
+def busy_cores(window: float = 0.5) -> tuple[float, str] | None:
+    """How many of this process's cores other processes keep busy now, and how it was measured:
+    the cores' non-idle share over ``window`` seconds (``/proc/stat``, while this process
+    sleeps) times their number; where there is no ``/proc/stat``, the 1-minute load average
+    (which lags: it still counts a run that ended a minute ago); None where neither exists."""
+    cpus = _affinity()
+    before = _cpu_times(cpus)
+    if before is not None:
+        time.sleep(window)
+        after = _cpu_times(cpus)
+        if after is not None and after[1] > before[1]:
+            idle = (after[0] - before[0]) / (after[1] - before[1])
+            return len(cpus) * min(1.0, max(0.0, 1.0 - idle)), f"over {window:g} s"
+    try:
+        return os.getloadavg()[0], "1-minute load average"
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        return None
+
+
+def _affinity() -> set[int]:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return set(range(os.cpu_count() or 1))
 
 
 def choose_threads(setting, saved: int | None = None, log=print) -> int:
@@ -125,10 +165,10 @@ def choose_threads(setting, saved: int | None = None, log=print) -> int:
 
     ``train.threads=N`` is kept as given; with ``auto`` (the default) an ``OMP_NUM_THREADS``
     the user set is kept; a resumed run keeps the count it was started with (so that it
-    repeats bit for bit); otherwise, when the 1-minute load average says other processes keep
-    some cores busy, it uses only the idle ones (at least 1): torch's threads wait for each
-    other at every operation, so on 2 cores shared with one busy process an MNIST epoch took
-    13.6 s with 2 threads and 5.4 s with 1. It logs what it chose when that is not torch's
+    repeats bit for bit); otherwise, when other processes keep some cores busy
+    (:func:`busy_cores`), it uses only the idle ones (at least 1): torch's threads wait for
+    each other at every operation, so on 2 cores shared with one busy process an MNIST epoch
+    took 13.6 s with 2 threads and 5.4 s with 1. It logs what it chose when that is not torch's
     default."""
     requested = check_threads(setting)
     default = torch.get_num_threads()
@@ -139,13 +179,13 @@ def choose_threads(setting, saved: int | None = None, log=print) -> int:
     elif saved is not None:
         n, why = int(saved), "as when the run started, so that it repeats exactly"
     else:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):  # no load average on this system
+        measured = busy_cores()
+        if measured is None:
             return default
+        busy, how = measured
         cores = cpu_count()
-        n = max(1, min(default, int(cores - load + 0.5)))
-        why = (f"auto: load average {load:.1f} on {cores} cores, other processes are busy; "
+        n = max(1, min(default, int(cores - busy + 0.5)))
+        why = (f"auto: other processes keep {busy:.1f} of {cores} cores busy ({how}); "
                "set train.threads=N or OMP_NUM_THREADS to choose")
     if n != default:
         torch.set_num_threads(n)

@@ -2,22 +2,33 @@
 interpolations, and evaluate's PSIS k-hat histogram and NUTS-against-q(z|x) marginals. Image
 grids come from ``torchvision.utils``; every file is written atomically. Figures are
 ``matplotlib.figure.Figure`` objects drawn without pyplot: importing this module changes no
-matplotlib state (no backend is set)."""
+matplotlib state (no backend is set). matplotlib, torchvision and the diagnostics (ArviZ) are
+imported by the functions that draw, so that importing this module (``pyrovae.fit`` does) costs
+no more than torch: a process that never draws (a rank other than 0, a run stopped by bad input)
+never imports them."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
-from torchvision.utils import make_grid, save_image
 
-from pyrovae import diagnostics
 from pyrovae.files import atomic_write
 from pyrovae.model import VAE
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _figure(**kwargs) -> Figure:
+    """A matplotlib Figure without pyplot state."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def _save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
@@ -38,6 +49,8 @@ def _as_images(x: torch.Tensor, x_shape: Sequence[int]) -> torch.Tensor:
 
 def save_grid(x: torch.Tensor, x_shape: Sequence[int], path: str | Path, nrow: int) -> Path:
     """Save a grid of examples (values clamped to [0, 1]) as a PNG, atomically."""
+    from torchvision.utils import save_image
+
     images = _as_images(x, x_shape)
     return atomic_write(path, lambda tmp: save_image(images, tmp, nrow=nrow, padding=2,
                                                      pad_value=1.0, format="png"))
@@ -45,6 +58,8 @@ def save_grid(x: torch.Tensor, x_shape: Sequence[int], path: str | Path, nrow: i
 
 def image_grid(x: torch.Tensor, x_shape: Sequence[int], nrow: int | None = None) -> torch.Tensor:
     """A grid of examples as one (3, H, W) image tensor (``torchvision.utils.make_grid``)."""
+    from torchvision.utils import make_grid
+
     nrow = nrow or int(math.sqrt(x.shape[0])) or 1
     return make_grid(_as_images(x, x_shape), nrow=nrow, padding=2, pad_value=1.0)
 
@@ -105,7 +120,7 @@ def interpolation(vae: VAE, x: torch.Tensor, path: str | Path, pairs: int = 8,
 def elbo_curves(rows: Sequence[dict], path: str | Path) -> Path:
     """The training objective (as optimized: beta-weighted during warm-up, or the IWAE bound)
     and the validation and test ELBO (beta = 1), nats per example, against the epoch."""
-    fig = Figure(figsize=(6, 4))
+    fig = _figure(figsize=(6, 4))
     ax = fig.subplots()
     epochs = [r["epoch"] for r in rows]
     for key, label in (("train_objective", "training objective (as optimized)"),
@@ -122,14 +137,16 @@ def elbo_curves(rows: Sequence[dict], path: str | Path) -> Path:
 
 def khat_histogram(khat: np.ndarray, path: str | Path, num_samples: int) -> Path:
     """Histogram of the per-example Pareto k-hats, with the 0.5 and 0.7 lines of Yao et al."""
+    from pyrovae.diagnostics import PARETO_K_THRESHOLD
+
     k = np.asarray(khat, dtype=np.float64)
     finite = k[np.isfinite(k)]
-    fig = Figure(figsize=(5.5, 3.5))
+    fig = _figure(figsize=(5.5, 3.5))
     ax = fig.subplots()
     ax.hist(finite, bins=40, color="tab:blue", alpha=0.8)
-    for value, style in ((0.5, ":"), (diagnostics.PARETO_K_THRESHOLD, "--")):
+    for value, style in ((0.5, ":"), (PARETO_K_THRESHOLD, "--")):
         ax.axvline(value, color="k", linestyle=style, label=f"k = {value}")
-    bad = np.mean(k > diagnostics.PARETO_K_THRESHOLD)
+    bad = np.mean(k > PARETO_K_THRESHOLD)
     ax.set_title(
         f"PSIS Pareto k-hat, {k.size} test examples, K = {num_samples}: {100 * bad:.1f}% > 0.7",
         fontsize=9,
@@ -146,7 +163,7 @@ def posterior_marginals(
     """Per example (rows) and latent dim (columns): the NUTS marginal (histogram) against the
     amortized q(z|x) (curve)."""
     rows, cols = len(draws), len(dims)
-    fig = Figure(figsize=(2.3 * cols, 2.0 * rows))
+    fig = _figure(figsize=(2.3 * cols, 2.0 * rows))
     axes = fig.subplots(rows, cols, squeeze=False)
     for r, (samples, row) in enumerate(zip(draws, nuts_rows)):
         for c, d in enumerate(dims):

@@ -271,9 +271,9 @@ def test_psis_of_a_vae_tracks_the_exact_log_likelihood_when_q_is_good():
 def test_nuts_recovers_the_exact_posterior():
     lg = LinearGaussian(d=5, shift=1.0, scale=2.0)  # q far off, so NUTS cannot just copy it
     x = lg.sample(2)
-    idata = nuts_posterior(lg.vae, x, num_warmup=300, num_samples=300, num_chains=2, seed=0)
+    idata = nuts_posterior(lg.vae, x, num_warmup=200, num_samples=200, num_chains=2, seed=0)
     assert isinstance(idata, az.InferenceData)
-    assert dict(idata.posterior["z"].sizes) == {"chain": 2, "draw": 300, "example": 2, "latent": 2}
+    assert dict(idata.posterior["z"].sizes) == {"chain": 2, "draw": 200, "example": 2, "latent": 2}
     loc, scale = lg.vae.encoder(x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # r-hat may cross 1.01 by chance

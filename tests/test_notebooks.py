@@ -72,14 +72,7 @@ def test_saved_outputs_are_from_a_run_and_hold_no_machine_paths(path):
     assert not any(p in text for p in MACHINE_PATHS)
 
 
-#: Notebooks whose code awaits a change of the library (to be rebuilt in full mode): 04 reads
-#: the PNG of `generate` as 28 x 28, which `generate` now enlarges to 280 x 280 for people.
-STALE = {"04_train_mnist": "reads generate's PNG as 28 x 28; generate now enlarges it"}
-
-
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(reason=STALE[p.stem], strict=True))
-    if p.stem in STALE else p for p in NOTEBOOKS], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_in_fast_mode(path, mirror, data_root, monkeypatch):
     monkeypatch.setenv("PYROVAE_FAST", "1")
     monkeypatch.setenv("PYROVAE_DATA_MIRROR", str(mirror))

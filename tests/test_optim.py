@@ -140,15 +140,23 @@ def test_untraceable_model_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "\n" not in str(err.value) and "tensor values" in str(err.value)
 
 
-def test_failed_compilation_is_one_line() -> None:
-    """Without a C++ compiler (here: CXX names none), the compiled engine's first step says
-    what failed and what to use instead, in one line (in a fresh process: torch caches the
-    compiler it found)."""
-    code = ("import torch; from pyrovae import VAE; from pyrovae.optim import make_stepper\n"
+def test_without_a_compiler_auto_runs_uncompiled_and_compiled_says_so_in_one_line() -> None:
+    """Without a working C++ compiler (here: CXX names none), ``auto`` warns once and trains with
+    the recorded graph, and the compiled engine's first step says what failed and what to use
+    instead, in one line (in a fresh process: torch caches the compiler it found)."""
+    code = ("import torch, warnings; from pyrovae import VAE\n"
+            "from pyrovae.optim import make_stepper\n"
             "x = torch.bernoulli(torch.rand(4, 1, 28, 28))\n"
+            "s = make_stepper('auto', VAE(z_dim=2, hidden=[8]), 'trace')\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    losses = [s.step(x, 10) for _ in range(3)]\n"
+            "print(sum('uncompiled' in str(m.message) for m in w), all(map(float, losses)),\n"
+            "      flush=True)\n"
             "make_stepper('compiled', VAE(z_dim=2, hidden=[8]), 'trace').step(x, 10)\n")
     env = {**os.environ, "CXX": "/no/such/c++", "TORCHINDUCTOR_FX_GRAPH_CACHE": "0"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.stdout.split() == ["1", "True"], done.stderr[-2000:]  # auto: uncompiled
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode != 0 and last.startswith("pyrovae.errors.PyrovaeError: ")
     assert "C++ compiler" in last and "train.engine=traced" in last
@@ -177,23 +185,6 @@ def test_auto_engine_resolves_by_what_the_machine_has(monkeypatch) -> None:
     monkeypatch.setattr(optim.shutil, "which", lambda name: "/usr/bin/" + name)
     assert optim.resolve_engine("auto", cpu) == "compiled"
     assert optim.resolve_engine("svi", cpu) == "svi"
-
-
-def test_auto_engine_runs_the_graph_uncompiled_when_compilation_fails() -> None:
-    """Without a working C++ compiler, ``auto`` warns once and trains with the recorded graph
-    (in a fresh process: torch caches the compiler it found)."""
-    code = ("import torch, warnings; from pyrovae import VAE\n"
-            "from pyrovae.optim import make_stepper\n"
-            "x = torch.bernoulli(torch.rand(4, 1, 28, 28))\n"
-            "s = make_stepper('auto', VAE(z_dim=2, hidden=[8]), 'trace')\n"
-            "with warnings.catch_warnings(record=True) as w:\n"
-            "    warnings.simplefilter('always')\n"
-            "    losses = [s.step(x, 10) for _ in range(3)]\n"
-            "print(sum('uncompiled' in str(m.message) for m in w), all(map(float, losses)))\n")
-    env = {**os.environ, "CXX": "/no/such/c++", "TORCHINDUCTOR_FX_GRAPH_CACHE": "0"}
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["1", "True"]
 
 
 def test_fused_adam_is_adam() -> None:
