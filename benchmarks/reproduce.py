@@ -19,7 +19,12 @@ passes each ``--eval-at`` mark, training pauses: the model of that moment is sav
 binarized MNIST test set (binarized once with a fixed seed), all 10,000 images unless
 ``--images`` says fewer (a fixed random subset, the same for every mark and run). The JSON and
 the curve are rewritten after every measurement, so a run stopped at any point keeps its curve.
-``evaluate`` measures a saved model again (e.g. the last one on all 10,000 images).
+With ``--background`` training does not pause: each mark's model is measured by a child process
+(``evaluate``, ``--eval-threads`` threads, one model at a time) while training goes on, and its
+point joins the curve when the child ends; the run waits for the last ones. On a 2-core CPU that
+is one training thread with ``--clock cpu`` and the other core measuring all 10,000 images (about
+28 minutes of one core per model). ``evaluate`` measures a saved model again (e.g. the last one
+on all 10,000 images).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import subprocess
 import sys
 import time
 import warnings
@@ -70,7 +77,7 @@ def log_likelihood(vae, x: torch.Tensor, samples: int, batch: int) -> dict:
 def reached(curve: list[dict]) -> dict:
     """For each published number: the first measurement at or below it (-log p(x)), or None."""
     return {name: next(({"train_minutes": p["train_minutes"], "epoch": p["epoch"]}
-                        for p in curve if -p["log_likelihood"] <= nats), None)
+                        for p in curve if -p.get("log_likelihood", math.inf) <= nats), None)
             for name, nats in PUBLISHED.items()}
 
 
@@ -86,7 +93,23 @@ def run(args) -> dict:
            "epochs_scheduled": cfg.train.epochs, "epochs": [], "curve": []}
     clock = {"wall": 0.0, "cpu": 0.0}
     began = time.perf_counter()
+    background = Background(args) if args.background else None
+
+    def measured(points: list[dict]) -> None:
+        for point in points:
+            print(f"{point['train_minutes']:.1f} training minutes (epoch {point['epoch']}): test "
+                  f"ELBO {point['test_elbo']:.2f}, log p(x) {point['log_likelihood']:.2f} "
+                  f"± {point['stderr']:.2f} (IWAE-{point['iwae_samples']}, {point['images']} "
+                  "images)", flush=True)
+        if points:
+            out["reached"] = reached(out["curve"])
+            write_json(args.json, out)
+            if args.plot:
+                plot([out], args.plot)
+
     while r.epoch < cfg.train.epochs and clock[args.clock] < args.minutes * 60:
+        if background:
+            measured(background.finished())
         row = fit.run_epoch(r, log=lambda *_: None)
         clock["wall"] += row["seconds"]
         clock["cpu"] += row["cpu_seconds"]
@@ -95,31 +118,80 @@ def run(args) -> dict:
         done = r.epoch >= cfg.train.epochs or clock[args.clock] >= args.minutes * 60
         while marks and (clock[args.clock] >= marks[0] * 60 or done):
             mark = marks.pop(0)
+            model = Path(args.run_dir) / f"at_{mark:g}min.pt"
             atomic_save({"model": r.vae.state_dict(), "config": r.state()["config"],
-                         "x_shape": r.splits.x_shape},
-                        Path(args.run_dir) / f"at_{mark:g}min.pt")
+                         "x_shape": r.splits.x_shape}, model)
             point = {"mark_minutes": mark, "train_minutes": clock[args.clock] / 60,
                      "train_wall_minutes": clock["wall"] / 60,
                      "train_cpu_minutes": clock["cpu"] / 60, "epoch": r.epoch,
                      "test_elbo": row["test_elbo"],
-                     **log_likelihood(r.vae, x, args.iwae_samples, args.batch),
                      "elapsed_minutes": (time.perf_counter() - began) / 60}
             out["curve"].append(point)
-            out["reached"] = reached(out["curve"])
-            print(f"{point['train_minutes']:.1f} training minutes (epoch {r.epoch}): test ELBO "
-                  f"{row['test_elbo']:.2f}, log p(x) {point['log_likelihood']:.2f} "
-                  f"± {point['stderr']:.2f} (IWAE-{args.iwae_samples}, {point['images']} "
-                  "images)", flush=True)
-            write_json(args.json, out)
-            if args.plot:
-                plot([out], args.plot)
-            r.vae.train()
+            if background:
+                background.submit(point, model)
+                write_json(args.json, out)
+            else:
+                point.update(log_likelihood(r.vae, x, args.iwae_samples, args.batch))
+                measured([point])
+                r.vae.train()
             if done:  # the model of the end: measured once, for the first mark not yet reached
                 break
         if done:
             break
+    if background:
+        measured(background.finished(wait=True))
     write_json(args.json, out)
     return out
+
+
+class Background:
+    """The marks' log-likelihoods measured by a child process (``reproduce.py evaluate``, with
+    ``--eval-threads`` threads) while training goes on, one model at a time in the order of the
+    marks; each point of the curve gets its measurement when the child ends (its output in
+    ``RUN_DIR/at_<minutes>min.log``). The run waits for the last ones when training ends."""
+
+    def __init__(self, args):
+        self.args = args
+        self.queue: list[tuple[dict, Path]] = []
+        self.running: tuple[dict, Path, subprocess.Popen] | None = None
+
+    def command(self, model: Path) -> list[str]:
+        a = self.args
+        return [sys.executable, str(Path(__file__).resolve()), "evaluate", str(model),
+                "--iwae-samples", str(a.iwae_samples), "--batch", str(a.batch),
+                "--json", str(model.with_suffix(".json")),
+                *(["--images", str(a.images)] if a.images else [])]
+
+    def submit(self, point: dict, model: Path) -> None:
+        self.queue.append((point, model))
+        self._start()
+
+    def _start(self) -> None:
+        if self.running is None and self.queue:
+            point, model = self.queue.pop(0)
+            env = {**os.environ, "OMP_NUM_THREADS": str(self.args.eval_threads)}
+            with open(model.with_suffix(".log"), "w") as log:
+                child = subprocess.Popen(self.command(model), env=env, stdout=log,
+                                         stderr=subprocess.STDOUT)
+            self.running = (point, model, child)
+
+    def finished(self, wait: bool = False) -> list[dict]:
+        """The points whose measurement has ended since the last call (all, with ``wait``)."""
+        done = []
+        while self.running is not None:
+            point, model, child = self.running
+            if (child.wait() if wait else child.poll()) is None:
+                break
+            self.running = None
+            if child.returncode != 0:
+                lines = model.with_suffix(".log").read_text().strip().splitlines() or [""]
+                raise PyrovaeError(f"measuring {model} in the background failed ({lines[-1]}); "
+                                   f"its output is in {model.with_suffix('.log')}")
+            result = json.loads(model.with_suffix(".json").read_text())
+            point.update({k: v for k, v in result.items() if k != "model"})
+            done.append(point)
+            self._start()
+        return done
 
 
 def evaluate(args) -> dict:
@@ -152,19 +224,25 @@ def evaluate(args) -> dict:
     return result
 
 
+#: What each ``--clock`` counts, in the plot and the table.
+CLOCKS = {"cpu": "CPU time of one core", "wall": "wall"}
+
+
 def plot(results: list[dict], path: str | Path) -> Path:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 5.5))
     ax = fig.subplots()
+    clocks = {res.get("clock", "wall") for res in results}  # one clock: on the axis; else each
     for i, res in enumerate(results):
-        pts = res["curve"]
+        pts = [p for p in res["curve"] if "log_likelihood" in p]  # measured (not pending)
         if not pts:
             continue
         train = load_config(REPO / res["config"], res["overrides"]).train  # its schedule
         label = (f"{res['loss']} k={res['num_particles']}, {train.schedule} schedule from lr "
                  f"{train.lr:g} ({res['engine']}, {res['threads']} "
-                 f"thread{'s' if res['threads'] > 1 else ''})")
+                 f"thread{'s' if res['threads'] > 1 else ''}"
+                 f"{'' if len(clocks) == 1 else ', ' + CLOCKS[res.get('clock', 'wall')]})")
         # points on a subset of the test images make the curve; those on all 10,000 (the last
         # model, measured again) are drawn apart as stars, as they average other images
         color = f"C{i}"
@@ -179,8 +257,8 @@ def plot(results: list[dict], path: str | Path) -> Path:
     for name, nats in PUBLISHED.items():
         ax.axhline(nats, ls="--", lw=1, color="grey")
         ax.text(ax.get_xlim()[0], nats, " " + name, va="bottom", fontsize=8, color="grey")
-    clock = results[0].get("clock", "wall") if results else "wall"
-    ax.set_xlabel(f"training minutes ({'CPU time of one core' if clock == 'cpu' else 'wall'})")
+    ax.set_xlabel("training minutes" + (f" ({CLOCKS[clocks.pop()]})" if len(clocks) == 1 else
+                                         " (each curve's clock in its label)"))
     ax.set_ylabel("test -log p(x), IWAE-5000 (nats)")
     ax.set_title("Time to nats: one-stochastic-layer VAE on dynamically binarized MNIST")
     ax.grid(alpha=0.3)
@@ -198,13 +276,14 @@ def table(results: list[dict]) -> str:
     lines = ["| paper (Burda et al. 2015, Table 1) | pyrovae: test -log p(x), IWAE-5000 | "
              "training minutes | hardware | command |", "|---|---|---|---|---|"]
     for res in results:
-        if not res["curve"]:
+        done = [p for p in res["curve"] if "log_likelihood" in p]
+        if not done:
             continue
-        last = res["curve"][-1]
+        last = done[-1]
         name, nats = PAPER.get((res["loss"], res["num_particles"]),
                                (f"{res['loss']}, k = {res['num_particles']}", None))
         paper = f"{name}: {nats:.2f}" if nats else f"{name} (not quoted here)"
-        clock = "CPU time of one core" if res["clock"] == "cpu" else "wall"
+        clock = CLOCKS[res["clock"]]
         hardware = (f"{res['device']}, {res['threads']} thread"
                     f"{'s' if res['threads'] > 1 else ''}")
         sets = " ".join(f"--set {s}" for s in res["overrides"])
@@ -228,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--run-dir", required=True)
     r.add_argument("--set", action="append", default=[], metavar="key=value")
     r.add_argument("--plot", help="also draw this run's curve here")
+    r.add_argument("--background", action="store_true",
+                   help="measure the marks in a child process while training goes on")
+    r.add_argument("--eval-threads", type=int, default=1,
+                   help="with --background: the child's threads (OMP_NUM_THREADS)")
     e = sub.add_parser("evaluate", help="measure a saved model (at_<minutes>min.pt)")
     e.add_argument("model")
     e.add_argument("--append-to", metavar="RUN_JSON",
@@ -247,8 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     try:
         if args.command == "run":
-            if args.minutes <= 0 or min(args.eval_at) <= 0:
-                raise PyrovaeError("--minutes and every --eval-at mark must be > 0")
+            if args.minutes <= 0 or min(args.eval_at) <= 0 or args.eval_threads < 1:
+                raise PyrovaeError("--minutes and every --eval-at mark must be > 0, "
+                                   "--eval-threads >= 1")
             run(args)
         elif args.command == "evaluate":
             evaluate(args)

@@ -81,3 +81,32 @@ def test_a_stopped_runs_checkpoint_joins_its_curve(mirror, data_root, tmp_path):
     assert last["epoch"] == 3 and last["train_cpu_minutes"] == pytest.approx(
         first["train_cpu_minutes"])
     assert last["log_likelihood"] == pytest.approx(first["log_likelihood"], abs=1e-9)
+
+
+def test_background_measures_what_the_run_itself_would(mirror, data_root, tmp_path):
+    """--background: a child process measures each saved model while the run goes on; its
+    number is the one this process gets for the same model."""
+    out = _run(tmp_path, data_root, 60, [30, 60], ["--clock", "cpu", "--background"])
+    (point,) = out["curve"]
+    assert point["epoch"] == 3 and point["images"] == 200 and point["mark_minutes"] == 30
+    assert point["log_likelihood"] > point["test_elbo"]
+    model = tmp_path / "run" / "at_30min.pt"
+    assert reproduce.main(["evaluate", str(model), "--iwae-samples", "50", "--images", "200",
+                           "--json", str(tmp_path / "here.json")]) == 0
+    here = json.loads((tmp_path / "here.json").read_text())
+    assert point["log_likelihood"] == pytest.approx(here["log_likelihood"], rel=1e-6)
+    assert point["stderr"] == pytest.approx(here["stderr"], rel=1e-4)
+    assert model.with_suffix(".log").is_file() and out["reached"]
+
+
+def test_a_failed_background_measurement_is_one_line(mirror, data_root, tmp_path, monkeypatch,
+                                                     capsys):
+    monkeypatch.setattr(reproduce.Background, "command", lambda self, model: [
+        sys.executable, "-c", "import sys; print('out of memory'); sys.exit(1)"])
+    args = ["run", "--config", "configs/mnist.yaml", "--minutes", "60", "--eval-at", "30",
+            "--run-dir", str(tmp_path / "run"), "--background"]
+    for item in [*TINY, f"data.root={data_root}"]:
+        args += ["--set", item]
+    assert reproduce.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(out of memory)" in err and "at_30min.log" in err
