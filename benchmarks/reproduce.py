@@ -74,10 +74,16 @@ def log_likelihood(vae, x: torch.Tensor, samples: int, batch: int) -> dict:
             "images": int(x.shape[0]), "iwae_samples": samples}
 
 
+def measured_points(curve: list[dict]) -> list[dict]:
+    """The points of a curve that hold their measurement (with ``--background``, the others are
+    still being measured)."""
+    return [p for p in curve if "log_likelihood" in p]
+
+
 def reached(curve: list[dict]) -> dict:
     """For each published number: the first measurement at or below it (-log p(x)), or None."""
     return {name: next(({"train_minutes": p["train_minutes"], "epoch": p["epoch"]}
-                        for p in curve if -p.get("log_likelihood", math.inf) <= nats), None)
+                        for p in measured_points(curve) if -p["log_likelihood"] <= nats), None)
             for name, nats in PUBLISHED.items()}
 
 
@@ -235,7 +241,7 @@ def plot(results: list[dict], path: str | Path) -> Path:
     ax = fig.subplots()
     clocks = {res.get("clock", "wall") for res in results}  # one clock: on the axis; else each
     for i, res in enumerate(results):
-        pts = [p for p in res["curve"] if "log_likelihood" in p]  # measured (not pending)
+        pts = measured_points(res["curve"])
         if not pts:
             continue
         train = load_config(REPO / res["config"], res["overrides"]).train  # its schedule
@@ -276,7 +282,7 @@ def table(results: list[dict]) -> str:
     lines = ["| paper (Burda et al. 2015, Table 1) | pyrovae: test -log p(x), IWAE-5000 | "
              "training minutes | hardware | command |", "|---|---|---|---|---|"]
     for res in results:
-        done = [p for p in res["curve"] if "log_likelihood" in p]
+        done = measured_points(res["curve"])
         if not done:
             continue
         last = done[-1]

@@ -96,7 +96,15 @@ def test_background_measures_what_the_run_itself_would(mirror, data_root, tmp_pa
     here = json.loads((tmp_path / "here.json").read_text())
     assert point["log_likelihood"] == pytest.approx(here["log_likelihood"], rel=1e-6)
     assert point["stderr"] == pytest.approx(here["stderr"], rel=1e-4)
-    assert model.with_suffix(".log").is_file() and out["reached"]
+    assert model.with_suffix(".log").is_file() and set(out["reached"]) == set(reproduce.PUBLISHED)
+
+
+def test_points_still_being_measured_reach_nothing():
+    pending = {"train_minutes": 1.0, "epoch": 1}
+    done = {"train_minutes": 2.0, "epoch": 2, "log_likelihood": -80.0}
+    assert set(reproduce.reached([pending]).values()) == {None}
+    assert list(reproduce.reached([pending, done]).values()) == [
+        {"train_minutes": 2.0, "epoch": 2}] * len(reproduce.PUBLISHED)
 
 
 def test_a_failed_background_measurement_is_one_line(mirror, data_root, tmp_path, monkeypatch,
