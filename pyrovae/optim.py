@@ -59,6 +59,17 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
+def fast_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices fast: on a CPU, whether torch's oneDNN has
+    bfloat16 kernels for it (AVX-512 or AMX on x86); a GPU is not checked (True). Without them (an
+    AVX2 CPU) torch falls back to a plain loop: an epoch of ``configs/burda_vae.yaml`` took about
+    6x longer than in float32 on such a CPU (BENCHMARKS.md)."""
+    if device.type != "cpu":
+        return True
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return check is None or bool(check())
+
+
 def adam_options(vae: VAE, eps: float = 1e-8) -> dict:
     """Adam's ``eps``, and ``fused=True`` where torch has a fused Adam for every parameter
     (CPU and CUDA)."""
@@ -305,6 +316,10 @@ def make_stepper(engine: str, vae: VAE, loss: str, num_particles: int = 1, lr: f
     if engine not in ENGINES:
         raise choice_error("engine", engine, ENGINES)
     auto, engine = engine == "auto", resolve_engine(engine, _device(vae))
+    if precision == "bfloat16" and not fast_bfloat16(_device(vae)):
+        warnings.warn(f"train.precision=bfloat16: this CPU has no fast bfloat16 arithmetic (torch "
+                      f"sees {torch.backends.cpu.get_cpu_capability()}), so training runs slower "
+                      "than in float32; use train.precision=float32", stacklevel=2)
     if engine in ("traced", "compiled"):
         return TracedStepper(vae, loss, num_particles, lr, clip_norm, precision, adam_eps,
                              compile=engine == "compiled", fallback=auto)
