@@ -246,7 +246,7 @@ def plot(results: list[dict], path: str | Path) -> Path:
             continue
         train = load_config(REPO / res["config"], res["overrides"]).train  # its schedule
         label = (f"{res['loss']} k={res['num_particles']}, {train.schedule} schedule from lr "
-                 f"{train.lr:g} ({res['engine']}, {res['threads']} "
+                 f"{train.lr:g} over {train.epochs} epochs ({res['engine']}, {res['threads']} "
                  f"thread{'s' if res['threads'] > 1 else ''}"
                  f"{'' if len(clocks) == 1 else ', ' + CLOCKS[res.get('clock', 'wall')]})")
         # points on a subset of the test images make the curve; those on all 10,000 (the last
