@@ -62,8 +62,8 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
 def fast_bfloat16(device: torch.device) -> bool:
     """Whether ``device`` multiplies bfloat16 matrices fast: on a CPU, whether torch's oneDNN has
     bfloat16 kernels for it (AVX-512 or AMX on x86); a GPU is not checked (True). Without them (an
-    AVX2 CPU) torch falls back to a plain loop: an epoch of ``configs/burda_vae.yaml`` took about
-    6x longer than in float32 on such a CPU (BENCHMARKS.md)."""
+    AVX2 CPU) its bfloat16 matrix products are far slower: an epoch of ``configs/burda_vae.yaml``
+    took about 6x longer than in float32 on such a CPU (BENCHMARKS.md)."""
     if device.type != "cpu":
         return True
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
