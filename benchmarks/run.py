@@ -2,10 +2,13 @@
 
     PYROVAE_DATA_MIRROR=../shared/data python benchmarks/run.py            # CPU (+ CUDA if any)
     PYROVAE_DATA_MIRROR=../shared/data python benchmarks/run.py --quick    # fewer repeats
+    PYROVAE_DATA_MIRROR=../shared/data python benchmarks/run.py --devices cuda   # the GPU alone
+    python benchmarks/run.py --devices cuda --quick --steps-only   # step times alone (a minute)
     python benchmarks/run.py --json benchmarks/results/cpu.json
 
 a. one training step, same networks and batch: pyrovae (engines ``svi``, ``torch``, ``traced``
-   and ``compiled``; ``-bf16``: with ``train.precision=bfloat16``; and the candidate ``jit`` =
+   and ``compiled``; ``-bf16``: with ``train.precision=bfloat16``; on CUDA also
+   ``compiled-graphs``, with ``train.cuda_graphs=true``; and the candidate ``jit`` =
    SVI with ``JitTrace_ELBO``) against the hand-written step (BCE + analytic KL; also under
    autocast, ``classic-bf16``), at batch 128 and 1024, on every device;
 b. one MNIST epoch of ``configs/mnist_fc400_z20.yaml``: the ``pyrovae.fit`` loop (device tensors,
@@ -45,12 +48,21 @@ from pyrovae.config import CONFIG_DIR, load_config  # noqa: E402
 from pyrovae.optim import make_stepper  # noqa: E402
 
 CONFIG = CONFIG_DIR / "mnist_fc400_z20.yaml"
-# name -> (engine, precision); "classic*" are the hand-written baseline, "jit" a candidate
-PYROVAE = {"svi": ("svi", "float32"), "torch": ("torch", "float32"),
-           "traced": ("traced", "float32"), "compiled": ("compiled", "float32"),
-           "torch-bf16": ("torch", "bfloat16"), "compiled-bf16": ("compiled", "bfloat16")}
+# name -> (engine, precision, cuda_graphs); "classic*" are the hand-written baseline, "jit" a
+# candidate; "compiled-graphs" runs on CUDA only
+PYROVAE = {"svi": ("svi", "float32", False), "torch": ("torch", "float32", False),
+           "traced": ("traced", "float32", False), "compiled": ("compiled", "float32", False),
+           "torch-bf16": ("torch", "bfloat16", False),
+           "compiled-bf16": ("compiled", "bfloat16", False),
+           "compiled-graphs": ("compiled", "float32", True)}
+CUDA_ONLY = ("compiled-graphs",)
 STEP_VARIANTS = ("classic", "classic-bf16", *PYROVAE, "jit")
-EPOCH_VARIANTS = ("svi", "torch", "compiled", "compiled-bf16")
+EPOCH_VARIANTS = ("svi", "torch", "compiled", "compiled-bf16", "compiled-graphs")
+
+
+def variants(names: tuple[str, ...], device: torch.device) -> tuple[str, ...]:
+    """The variants of ``names`` that run on ``device``."""
+    return tuple(v for v in names if device.type == "cuda" or v not in CUDA_ONLY)
 
 
 class JitStepper:
@@ -78,8 +90,8 @@ def make_variant(name: str, device: torch.device):
     vae = VAE(x_shape=(1, 28, 28), z_dim=z_dim, hidden=hidden).to(device)
     if name == "jit":
         return JitStepper(vae)
-    engine, precision = PYROVAE[name]
-    return make_stepper(engine, vae, "trace", precision=precision)
+    engine, precision, cuda_graphs = PYROVAE[name]
+    return make_stepper(engine, vae, "trace", precision=precision, cuda_graphs=cuda_graphs)
 
 
 def _sync(device: torch.device) -> None:
@@ -88,15 +100,15 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_steps(device: torch.device, batch: int, repeats: int, steps: int,
-                variants=STEP_VARIANTS) -> dict:
+                names=STEP_VARIANTS) -> dict:
     """Median seconds per step of each variant (interleaved repeats)."""
     torch.manual_seed(0)
     x = torch.bernoulli(torch.rand(batch, 1, 28, 28, device=device) * 0.3)
-    made = {v: make_variant(v, device) for v in variants}
+    made = {v: make_variant(v, device) for v in variants(names, device)}
     for s in made.values():  # warm-up (and the JIT's tracing)
         for _ in range(10):
             s.step(x, 60000)
-    times: dict[str, list[float]] = {v: [] for v in variants}
+    times: dict[str, list[float]] = {v: [] for v in made}
     for _ in range(repeats):
         for v, s in made.items():
             _sync(device)
@@ -108,32 +120,34 @@ def bench_steps(device: torch.device, batch: int, repeats: int, steps: int,
     return {v: statistics.median(t) for v, t in times.items()}
 
 
-def bench_epoch(device: torch.device, repeats: int, variants=EPOCH_VARIANTS) -> dict:
+def bench_epoch(device: torch.device, repeats: int, names=EPOCH_VARIANTS) -> dict:
     """Seconds per MNIST epoch of pyrovae.fit's loop per variant and of the classic loop: the
     median after a warm-up (``seconds``), the first epoch (``first``, with any compilation),
     and the training examples per second of the median epoch."""
     from pyrovae import fit
 
-    out: dict[str, list[float]] = {v: [] for v in (*variants, "classic")}
+    names = variants(names, device)
+    out: dict[str, list[float]] = {v: [] for v in (*names, "classic")}
     first: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
-        for name in variants:
-            engine, precision = PYROVAE[name]
+        for name in names:
+            engine, precision, cuda_graphs = PYROVAE[name]
             cfg = load_config(CONFIG, [f"train.engine={engine}", f"train.precision={precision}",
+                                       f"train.cuda_graphs={cuda_graphs}",
                                        "train.progress=false", f"train.device={device}",
                                        f"run_dir={tmp}/{name}"])
             runs[name] = fit.start(cfg)
         root = str(fit.resolve_path(cfg.data.root) or _default_root())
         hidden, z_dim = _architecture()
         classic = ClassicStepper(ClassicVAE(784, hidden, z_dim).to(device))
-        loader = classic_loader(root, cfg.train.batch_size, runs[variants[0]].splits.train.shape[0])
+        loader = classic_loader(root, cfg.train.batch_size, runs[names[0]].splits.train.shape[0])
         began = time.perf_counter()
         classic_epoch(classic, loader, device)  # warm-up
         first["classic"] = time.perf_counter() - began
         for name, run in runs.items():
             first[name] = fit.train_epoch(run)["seconds"]
-        examples = runs[variants[0]].splits.train.shape[0]
+        examples = runs[names[0]].splits.train.shape[0]
         for _ in range(repeats):
             for name, run in runs.items():
                 _sync(device)
@@ -190,11 +204,15 @@ def _memory_worker(variant: str, device: str, batch: int) -> None:
         print(_status_mib("VmHWM") - before)
 
 
-def _devices() -> list[torch.device]:
+def _devices(which: str = "all") -> list[torch.device]:
+    """``all``: the CPU, and CUDA where there is one; ``cpu`` or ``cuda``: that one alone."""
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         devices.append(torch.device("cuda"))
-    return devices
+    chosen = [d for d in devices if which in ("all", d.type)]
+    if not chosen:
+        raise SystemExit(f"error: --devices {which}: torch sees no such device here")
+    return chosen
 
 
 def _hardware(device: torch.device) -> str:
@@ -203,18 +221,20 @@ def _hardware(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, devices: str = "all", steps_only: bool = False) -> dict:
     repeats, steps = (3, 20) if quick else (7, 50)
     results: dict = {"torch": torch.__version__, "pyro": pyro.__version__, "devices": {}}
-    for device in _devices():
+    for device in _devices(devices):
         entry: dict = {"hardware": _hardware(device), "steps": {}, "memory_mib": {}}
         for batch in (128, 1024):
             t = bench_steps(device, batch, repeats, steps if batch == 128 else steps // 5)
             entry["steps"][batch] = {"seconds": t,
                                      "ratio": {v: t[v] / t["classic"] for v in t}}
-            entry["memory_mib"][batch] = {v: peak_memory(v, str(device), batch)
-                                          for v in STEP_VARIANTS}
-        entry["epoch"] = bench_epoch(device, 2 if quick else 5)
+            if not steps_only:
+                entry["memory_mib"][batch] = {v: peak_memory(v, str(device), batch)
+                                              for v in variants(STEP_VARIANTS, device)}
+        if not steps_only:
+            entry["epoch"] = bench_epoch(device, 2 if quick else 5)
         results["devices"][str(device)] = entry
     return results
 
@@ -225,16 +245,21 @@ def table(results: dict) -> str:
         lines.append(f"\n{device} ({entry['hardware']}); torch {results['torch']}, "
                      f"pyro {results['pyro']}")
         batches = list(entry["steps"])
-        lines.append("| step (ratio to classic) | "
-                     + " | ".join(f"batch {b} | peak memory, batch {b}" for b in batches) + " |")
-        lines.append("|---" * (2 * len(batches) + 1) + "|")
-        for v in STEP_VARIANTS:
+        memory = entry["memory_mib"]
+        lines.append("| step (ratio to classic) | " + " | ".join(
+            f"batch {b}" + (f" | peak memory, batch {b}" if memory else "") for b in batches)
+            + " |")
+        lines.append("|---" * ((2 if memory else 1) * len(batches) + 1) + "|")
+        for v in entry["steps"][batches[0]]["seconds"]:
             cells = []
             for b in batches:
                 s = entry["steps"][b]
                 cells.append(f"{s['seconds'][v] * 1e3:.2f} ms ({s['ratio'][v]:.2f}x)")
-                cells.append(f"{entry['memory_mib'][b][v]:.0f} MiB")
+                if memory:
+                    cells.append(f"{memory[b][v]:.0f} MiB")
             lines.append(f"| {v} | " + " | ".join(cells) + " |")
+        if "epoch" not in entry:
+            continue
         e = entry["epoch"]
         lines.append("")
         lines.append(f"| MNIST epoch (mnist_fc400_z20, {e['examples']} images) | seconds | "
@@ -251,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--devices", choices=("all", "cpu", "cuda"), default="all",
+                        help="the devices to measure (default: the CPU, and CUDA if any)")
+    parser.add_argument("--steps-only", action="store_true",
+                        help="only the step times (part a): no memory, no epochs")
     parser.add_argument("--memory-worker", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=128, help=argparse.SUPPRESS)
@@ -259,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_worker:
         _memory_worker(args.memory_worker, args.device, args.batch)
         return 0
-    results = run(args.quick)
+    results = run(args.quick, args.devices, args.steps_only)
     print(table(results))
     write_json(args.json, results)
     return 0

@@ -164,6 +164,7 @@ class TrainConfig:
     loss: str = "trace"  # trace | meanfield | analytic | iwae | iwae_dreg (pyrovae.objectives)
     engine: str = "auto"  # auto | svi | torch | traced | compiled (see pyrovae.optim)
     precision: str = "float32"  # float32 | bfloat16 (autocast matmuls; see BENCHMARKS.md)
+    cuda_graphs: bool = False  # compiled engine on CUDA: each step replayed as one CUDA graph
     num_particles: int = 1  # particles per example (K of iwae / iwae_dreg)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
@@ -222,7 +223,7 @@ _INTEGERS = ("model.z_dim", "train.epochs", "train.batch_size", "train.num_parti
              "train.eval_particles", "data.limit", "train.seed")
 _FLOATS = ("train.lr", "train.clip_norm", "train.lr_decay", "data.valid_size", "train.beta",
            "train.adam_eps", "train.warmup_epochs")
-_BOOLS = ("train.progress", "train.tensorboard")
+_BOOLS = ("train.progress", "train.tensorboard", "train.cuda_graphs")
 _STRINGS = ("data.name", "data.binarize", "model.prior", "model.likelihood", "model.net",
             "model.output_bias", "train.loss", "train.engine", "train.precision",
             "train.device", "train.schedule")

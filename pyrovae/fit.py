@@ -431,7 +431,7 @@ def _data_parallel(run: Run) -> None:
 def stepper(cfg: Config, vae: VAE) -> SVIStepper | TorchStepper:
     t = cfg.train
     return make_stepper(t.engine, vae, t.loss, t.num_particles, t.lr, t.clip_norm, t.precision,
-                        t.adam_eps)
+                        t.adam_eps, t.cuda_graphs)
 
 
 def train_epoch(run: Run) -> dict:

@@ -9,7 +9,10 @@ behind one interface, by engine:
 - ``traced``: the ``torch`` engine's step recorded once per batch shape (``make_fx``) and
   replayed: the same operations without Pyro's Python at every step (``TracedStepper``).
 - ``compiled``: ``traced`` with the recorded graph compiled by ``torch.compile`` (seconds of
-  compilation per batch shape, then the fastest step; see BENCHMARKS.md).
+  compilation per batch shape, then the fastest step; see BENCHMARKS.md). On CUDA,
+  ``train.cuda_graphs=true`` also replays each compiled step as one CUDA graph (inductor's
+  CUDA graph trees, ``torch.compile``'s ``reduce-overhead``): one launch a step instead of one
+  per kernel, for steps as small as these networks' (measured in BENCHMARKS.md).
 - ``auto`` (the default): ``compiled`` where ``torch.compile`` has what it needs, else
   ``traced``; a graph that fails to compile runs uncompiled and a step that cannot be recorded
   runs eagerly, each with one warning (:func:`resolve_engine`).
@@ -191,9 +194,11 @@ class TracedStepper(TorchStepper):
 
     def __init__(self, vae: VAE, loss: str, num_particles: int, lr: float,
                  clip_norm: float | None = None, precision: str = "float32",
-                 adam_eps: float = 1e-8, compile: bool = False, fallback: bool = False) -> None:
+                 adam_eps: float = 1e-8, compile: bool = False, fallback: bool = False,
+                 cuda_graphs: bool = False) -> None:
         super().__init__(vae, loss, num_particles, lr, clip_norm, precision, adam_eps)
         self.compile = compile
+        self.cuda_graphs = cuda_graphs
         #: ``train.engine=auto``: a graph that cannot be compiled runs uncompiled, a step that
         #: cannot be recorded runs eagerly (the ``torch`` engine), each with one warning.
         self.fallback = fallback
@@ -247,21 +252,29 @@ class TracedStepper(TorchStepper):
                     b.copy_(saved)  # in place: the graph reads these very tensors
         if not self.compile:
             return graph
-        return _compile(graph, fallback=self.fallback)
+        return _compile(graph, fallback=self.fallback, cuda_graphs=self.cuda_graphs)
 
 
-def _compile(graph: Callable, fallback: bool = False) -> Callable:
+def _compile(graph: Callable, fallback: bool = False, cuda_graphs: bool = False) -> Callable:
     """``torch.compile`` of a recorded step, with inductor's ``fallback_random`` (random draws
     use torch's generator, as in eager mode); a failed compilation becomes a one-line error, or,
-    with ``fallback`` (``train.engine=auto``), one warning and the graph run uncompiled."""
+    with ``fallback`` (``train.engine=auto``), one warning and the graph run uncompiled.
+
+    ``cuda_graphs``: inductor's CUDA graph trees (``reduce-overhead``) replay the compiled step
+    as one CUDA graph. Its outputs (the loss and the gradients) live in the graph's memory until
+    the next replay, so each call first marks a new step: the caller has used the last step's
+    gradients (Adam's update) by then."""
     import torch._dynamo.exc
 
-    compiled = torch.compile(graph, dynamic=False, options={"fallback_random": True})
+    options = {"fallback_random": True, "triton.cudagraphs": cuda_graphs}
+    compiled = torch.compile(graph, dynamic=False, options=options)
     failed = []
 
     def call(*args):
         if failed:
             return graph(*args)
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         try:
             with _quiet_compiler_logs():
                 return compiled(*args)
@@ -310,18 +323,23 @@ def _quiet_compiler_logs() -> Iterator[None]:
 
 def make_stepper(engine: str, vae: VAE, loss: str, num_particles: int = 1, lr: float = 1e-3,
                  clip_norm: float | None = None, precision: str = "float32",
-                 adam_eps: float = 1e-8) -> SVIStepper | TorchStepper:
+                 adam_eps: float = 1e-8, cuda_graphs: bool = False) -> SVIStepper | TorchStepper:
     """The training step of ``engine`` (``svi``, ``torch``, ``traced``, ``compiled``) with the
-    objective ``loss`` in ``precision``."""
+    objective ``loss`` in ``precision``; ``cuda_graphs``: the compiled step replayed as a CUDA
+    graph (``compiled`` on CUDA only)."""
     if engine not in ENGINES:
         raise choice_error("engine", engine, ENGINES)
     auto, engine = engine == "auto", resolve_engine(engine, _device(vae))
+    if cuda_graphs and (engine != "compiled" or _device(vae).type != "cuda"):
+        raise PyrovaeError(f"train.cuda_graphs=true replays the compiled step as a CUDA graph, "
+                           f"so it needs train.engine=compiled (or auto) on a CUDA device, not "
+                           f"train.engine={engine} on {_device(vae)}; set train.cuda_graphs=false")
     if precision == "bfloat16" and not fast_bfloat16(_device(vae)):
         warnings.warn(f"train.precision=bfloat16: this CPU has no fast bfloat16 arithmetic (torch "
                       f"sees {torch.backends.cpu.get_cpu_capability()}), so training runs slower "
                       "than in float32; use train.precision=float32", stacklevel=2)
     if engine in ("traced", "compiled"):
         return TracedStepper(vae, loss, num_particles, lr, clip_norm, precision, adam_eps,
-                             compile=engine == "compiled", fallback=auto)
+                             compile=engine == "compiled", fallback=auto, cuda_graphs=cuda_graphs)
     stepper = SVIStepper if engine == "svi" else TorchStepper
     return stepper(vae, loss, num_particles, lr, clip_norm, precision, adam_eps)

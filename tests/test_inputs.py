@@ -84,6 +84,7 @@ CONFIG = [
     (["train.threads=many"], "train.threads must be auto"),
     (["train.progress=maybe"], "train.progress"),
     (["train.tensorboard=maybe"], "train.tensorboard"),
+    (["train.cuda_graphs=maybe"], "train.cuda_graphs"),
     (["train.device=gpu"], "train.device"),
     (["train.engine=fast"], "train.engine"),
     (["train.loss=elbo2"], "train.loss"),
