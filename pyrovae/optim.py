@@ -268,7 +268,7 @@ def _compile(graph: Callable, fallback: bool = False, cuda_graphs: bool = False)
 
     options = {"fallback_random": True, "triton.cudagraphs": cuda_graphs}
     compiled = torch.compile(graph, dynamic=False, options=options)
-    failed = []
+    failed, calls = [], []
 
     def call(*args):
         if failed:
@@ -277,7 +277,10 @@ def _compile(graph: Callable, fallback: bool = False, cuda_graphs: bool = False)
             torch.compiler.cudagraph_mark_step_begin()
         try:
             with _quiet_compiler_logs():
-                return compiled(*args)
+                if calls or not cuda_graphs:
+                    return compiled(*args)
+                calls.append(True)
+                return _warn_without_cuda_graphs(compiled, *args)
         except torch._dynamo.exc.BackendCompilerFailed as err:
             cause = str(err).strip().splitlines()[0]
             if fallback:
@@ -293,6 +296,20 @@ def _compile(graph: Callable, fallback: bool = False, cuda_graphs: bool = False)
             ) from None
 
     return call
+
+
+def _warn_without_cuda_graphs(compiled: Callable, *args):
+    """The first call of a step compiled with CUDA graphs; one warning where inductor skipped
+    them (a CPU tensor in the graph, say: it then runs the compiled step without graphs)."""
+    from torch._dynamo.utils import counters
+
+    skips = counters["inductor"]["cudagraph_skips"]
+    out = compiled(*args)
+    if counters["inductor"]["cudagraph_skips"] > skips:
+        warnings.warn("train.cuda_graphs=true: torch.compile did not make this step a CUDA graph "
+                      "(TORCH_LOGS=perf_hints says why); it runs compiled, without graphs",
+                      stacklevel=3)
+    return out
 
 
 def resolve_engine(engine: str, device: torch.device) -> str:

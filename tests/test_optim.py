@@ -294,17 +294,40 @@ def test_cuda_graphs_need_the_compiled_engine_on_cuda(engine: str) -> None:
     assert f"train.engine={engine} on cpu" in str(err.value) and "\n" not in str(err.value)
 
 
+@needs_cxx
+def test_a_step_that_inductor_keeps_out_of_cuda_graphs_warns_once() -> None:
+    """Where inductor skips the CUDA graph (here: a CPU graph, the double of a CUDA step with a
+    CPU tensor in it), the first call says so in one line and the step still runs, compiled."""
+    step = optim._compile(lambda x: (x * 2).sin(), cuda_graphs=True)
+    x = torch.linspace(0, 1, 7)
+    with pytest.warns(UserWarning, match="did not make this step a CUDA graph") as seen:
+        torch.testing.assert_close(step(x), (x * 2).sin())
+    assert len(seen) == 1 and "\n" not in str(seen[0].message)
+    with warnings.catch_warnings(record=True) as later:
+        warnings.simplefilter("always")
+        step(x)
+    assert not later
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_graphs_draw_fresh_noise_and_train_like_the_compiled_step() -> None:
-    """Each replay of the CUDA graph draws new noise (a graph that froze its draws would give
-    the same loss three times), the seed still decides it, and 60 steps train as the compiled
-    step without graphs does (same start and seeds; within 2%)."""
+    """The step really is a CUDA graph (inductor skipped none, no warning); each replay draws
+    new noise (a graph that froze its draws would give the same loss three times), the seed
+    still decides it, and 60 steps train as the compiled step without graphs does (same start
+    and seeds; within 2%)."""
+    from torch._dynamo.utils import counters
+
     a, b = _twins(2, "cuda")
     x = X.cuda()
     graphs = make_stepper("compiled", a, "trace", lr=1e-2, cuda_graphs=True)
     plain = make_stepper("compiled", b, "trace", lr=1e-2)
-    draws = [graphs.backward(x, 6000).item() for _ in range(3)]
+    skips = counters["inductor"]["cudagraph_skips"]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        draws = [graphs.backward(x, 6000).item() for _ in range(3)]
+    assert counters["inductor"]["cudagraph_skips"] == skips
+    assert not [w for w in seen if "cuda_graphs" in str(w.message)]
     assert len(set(draws)) == 3
     torch.manual_seed(7)
     again = graphs.backward(x, 6000).item()
