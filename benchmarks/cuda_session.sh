@@ -54,8 +54,8 @@ device() {
     exec > >(tee "$out/log.txt") 2>&1
     if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-            --target /tmp/site .whl/*.whl || exit 1
-        export PYTHONPATH=/tmp/site:$PWD
+            --target runs/cuda_session/site .whl/*.whl || exit 1
+        export PYTHONPATH=$PWD/runs/cuda_session/site:$PWD
     else
         export PYTHONPATH=$PWD
     fi
@@ -84,11 +84,11 @@ device() {
     declare -A epoch_seconds
     for g in "${graphs[@]}"; do
         echo "== $(date -u +%T) probe, train.cuda_graphs=$g ($(left) s left)"
-        rm -rf "/tmp/cuda_session_probe_$g"
+        rm -rf "runs/cuda_session/probe_$g"
         timeout "$probe_limit" python3 -m pyrovae.fit --config configs/burda_iwae_k50.yaml train.epochs=2 \
             "train.device=$dev" train.engine=compiled "train.cuda_graphs=$g" \
-            train.progress=false "run_dir=/tmp/cuda_session_probe_$g" "${limit[@]}" | tail -1
-        seconds=$(tail -1 "/tmp/cuda_session_probe_$g/version_0/metrics.csv" 2>/dev/null \
+            train.progress=false "run_dir=runs/cuda_session/probe_$g" "${limit[@]}" | tail -1
+        seconds=$(tail -1 "runs/cuda_session/probe_$g/version_0/metrics.csv" 2>/dev/null \
                   | awk -F, '$1 == 2 {print $NF}')
         [ -n "$seconds" ] || continue
         epoch_seconds[$g]=$seconds
@@ -114,12 +114,13 @@ device() {
     local sets=(--set "train.device=$dev" --set train.engine=compiled
                 --set "train.cuda_graphs=$best" --set train.schedule=cosine --set train.lr=2e-3
                 --set "train.epochs=$epochs")
-    [ "$dry" = "--dry-run" ] && sets+=(--set data.limit=2000)
+    local l
+    for l in "${limit[@]}"; do sets+=(--set "$l"); done
     # shellcheck disable=SC2086
     timeout "$(left 100)" python3 benchmarks/reproduce.py run \
         --config configs/burda_iwae_k50.yaml --clock wall --minutes "$minutes" --eval-at $marks \
         --images "$images" --iwae-samples "$samples" "${sets[@]}" \
-        --run-dir /tmp/cuda_session_k50 --json "$out/reproduce_burda_iwae_k50_cuda.json"
+        --run-dir runs/cuda_session/k50 --json "$out/reproduce_burda_iwae_k50_cuda.json"
 
     echo "== $(date -u +%T) the other tests marked cuda ($(left) s left)"
     timeout "$(left 5)" python3 -m pytest -q -m cuda tests/test_optim.py tests/test_fit.py \

@@ -55,7 +55,7 @@ PYROVAE = {"svi": ("svi", "float32", False), "torch": ("torch", "float32", False
            "torch-bf16": ("torch", "bfloat16", False),
            "compiled-bf16": ("compiled", "bfloat16", False),
            "compiled-graphs": ("compiled", "float32", True)}
-CUDA_ONLY = ("compiled-graphs",)
+CUDA_ONLY = tuple(name for name, (_, _, graphs) in PYROVAE.items() if graphs)
 STEP_VARIANTS = ("classic", "classic-bf16", *PYROVAE, "jit")
 EPOCH_VARIANTS = ("svi", "torch", "compiled", "compiled-bf16", "compiled-graphs")
 

@@ -12,7 +12,8 @@ behind one interface, by engine:
   compilation per batch shape, then the fastest step; see BENCHMARKS.md). On CUDA,
   ``train.cuda_graphs=true`` also replays each compiled step as one CUDA graph (inductor's
   CUDA graph trees, ``torch.compile``'s ``reduce-overhead``): one launch a step instead of one
-  per kernel, for steps as small as these networks' (measured in BENCHMARKS.md).
+  per kernel, for steps as small as these networks' (not yet measured: no GPU was lent to this
+  work; BENCHMARKS.md has the prepared run).
 - ``auto`` (the default): ``compiled`` where ``torch.compile`` has what it needs, else
   ``traced``; a graph that fails to compile runs uncompiled and a step that cannot be recorded
   runs eagerly, each with one warning (:func:`resolve_engine`).
@@ -346,12 +347,13 @@ def make_stepper(engine: str, vae: VAE, loss: str, num_particles: int = 1, lr: f
     graph (``compiled`` on CUDA only)."""
     if engine not in ENGINES:
         raise choice_error("engine", engine, ENGINES)
-    auto, engine = engine == "auto", resolve_engine(engine, _device(vae))
-    if cuda_graphs and (engine != "compiled" or _device(vae).type != "cuda"):
+    device = _device(vae)
+    auto, engine = engine == "auto", resolve_engine(engine, device)
+    if cuda_graphs and (engine != "compiled" or device.type != "cuda"):
         raise PyrovaeError(f"train.cuda_graphs=true replays the compiled step as a CUDA graph, "
                            f"so it needs train.engine=compiled (or auto) on a CUDA device, not "
-                           f"train.engine={engine} on {_device(vae)}; set train.cuda_graphs=false")
-    if precision == "bfloat16" and not fast_bfloat16(_device(vae)):
+                           f"train.engine={engine} on {device}; set train.cuda_graphs=false")
+    if precision == "bfloat16" and not fast_bfloat16(device):
         warnings.warn(f"train.precision=bfloat16: this CPU has no fast bfloat16 arithmetic (torch "
                       f"sees {torch.backends.cpu.get_cpu_capability()}), so training runs slower "
                       "than in float32; use train.precision=float32", stacklevel=2)
