@@ -49,14 +49,10 @@ from pyrovae import checkpoint, diagnostics, fit  # noqa: E402
 from pyrovae.config import load_config  # noqa: E402
 from pyrovae.errors import PyrovaeError  # noqa: E402
 from pyrovae.files import atomic_save, atomic_write  # noqa: E402
+from pyrovae.literature import BURDA_2015, burda_2015  # noqa: E402
 
-#: Burda et al. (2015), Table 1 (MNIST, dynamically binarized, one stochastic layer): test
-#: -log p(x), their IWAE-5000 estimate, by (objective, K). IWAE k = 5 as the nbip/IWAE
-#: reproduction's README quotes the table (it gives the other two as here; the paper's PDF was not
-#: at hand to check).
-PAPER = {("trace", 1): ("VAE, k = 1", 86.76), ("iwae", 5): ("IWAE, k = 5", 85.54),
-         ("iwae", 50): ("IWAE, k = 50", 84.78)}
-PUBLISHED = {f"{name} (Burda et al. 2015)": nats for name, nats in PAPER.values()}
+#: Burda et al. (2015), Table 1: the reference lines of the curves (:mod:`pyrovae.literature`).
+PUBLISHED = {f"{name} (Burda et al. 2015)": nats for name, nats in BURDA_2015.values()}
 SUBSET_SEED = 2015
 REPO = Path(__file__).resolve().parents[1]
 
@@ -287,16 +283,17 @@ def table(results: list[dict]) -> str:
         if not done:
             continue
         last = done[-1]
-        name, nats = PAPER.get((res["loss"], res["num_particles"]),
-                               (f"{res['loss']}, k = {res['num_particles']}", None))
-        paper = f"{name}: {nats:.2f}" if nats else f"{name} (not quoted here)"
+        row = burda_2015(res["loss"], res["num_particles"])
+        paper = (f"{row[0]}: {row[1]:.2f}" if row else
+                 f"{res['loss']}, k = {res['num_particles']} (not quoted here)")
         clock = CLOCKS[res["clock"]]
         hardware = (f"{res['device']}, {res['threads']} thread"
                     f"{'s' if res['threads'] > 1 else ''}")
         sets = " ".join(f"--set {s}" for s in res["overrides"])
         lines.append(
             f"| {paper} | {-last['log_likelihood']:.2f} ± {last['stderr']:.2f} "
-            f"({last['images']:,} test images) | {last['train_minutes']:.1f} ({clock}; "
+            f"(`{res['loss']}`; {last['images']:,} test images) | "
+            f"{last['train_minutes']:.1f} ({clock}; "
             f"epoch {last['epoch']}) | {hardware} | `reproduce.py run --config "
             f"{res['config']} --clock {res['clock']} {sets}` |")
     return "\n".join(lines)

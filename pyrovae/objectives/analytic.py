@@ -41,6 +41,7 @@ class AnalyticELBO(Objective):
     """E_q[log p(x|z)] - beta KL(q || p), the KL in closed form, in plain PyTorch."""
 
     name = "analytic"
+    bound_name = "ELBO"
 
     def __init__(self, vae, num_particles: int = 1) -> None:
         closed_form_kl_available(vae)

@@ -12,8 +12,9 @@ that the loss is an unbiased estimate of the negative bound of the whole dataset
 beta (warm-up, beta-VAE) is an argument of the loss, not a state of the model: the model and the
 guide are the plain Pyro programs ``vae.model`` and ``vae.guide``.
 
-A new objective subclasses :class:`Objective`, overrides :meth:`bound`, and adds one line to the
-registry in ``pyrovae/objectives/__init__.py``.
+A new objective subclasses :class:`Objective`, overrides :meth:`bound`, names its
+:attr:`~Objective.bound_name`, and adds one line to the registry in
+``pyrovae/objectives/__init__.py``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ class Objective:
 
     #: The name under which the objective is registered (``train.loss``).
     name: str = ""
+    #: The bound whose value :meth:`bound` estimates, as the literature names it (``"ELBO"``,
+    #: ``"IWAE"``). Objectives of one bound have the same expected value and differ only in
+    #: their estimators (tested); published results are matched by it
+    #: (:mod:`pyrovae.literature`).
+    bound_name: str = ""
 
     def __init__(self, vae, num_particles: int = 1) -> None:
         if isinstance(num_particles, bool) or int(num_particles) != num_particles \

@@ -28,6 +28,7 @@ class IWAEDReG(Objective):
     """L_K with the doubly reparameterized encoder gradient."""
 
     name = "iwae_dreg"
+    bound_name = "IWAE"
 
     def bound(self, x: torch.Tensor, beta: float | torch.Tensor = 1.0) -> torch.Tensor:
         p = self.particles(x)

@@ -19,6 +19,7 @@ class TraceELBO(Objective):
     """(1/K) sum_k [log p(x|z_k) + beta (log p(z_k) - log q(z_k|x))], z_k ~ q(z|x)."""
 
     name = "trace"
+    bound_name = "ELBO"
 
     def bound(self, x: torch.Tensor, beta: float | torch.Tensor = 1.0) -> torch.Tensor:
         return self.particles(x).log_weights(beta).mean(0)
@@ -28,6 +29,7 @@ class MeanFieldELBO(Objective):
     """(1/K) sum_k log p(x|z_k) - beta KL(q(z|x) || p(z)), the KL in closed form."""
 
     name = "meanfield"
+    bound_name = "ELBO"
 
     def bound(self, x: torch.Tensor, beta: float | torch.Tensor = 1.0) -> torch.Tensor:
         p = self.particles(x)

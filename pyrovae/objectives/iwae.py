@@ -18,6 +18,7 @@ class IWAE(Objective):
     """log (1/K) sum_k w_k, log w_k = log p(x|z_k) + beta (log p(z_k) - log q(z_k|x))."""
 
     name = "iwae"
+    bound_name = "IWAE"
 
     def bound(self, x: torch.Tensor, beta: float | torch.Tensor = 1.0) -> torch.Tensor:
         return log_mean_exp(self.particles(x).log_weights(beta))
