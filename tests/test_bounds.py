@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from pyrovae import VAE
-from pyrovae.literature import BURDA_2015, burda_2015
 from pyrovae.objectives import (
     IWAE,
     OBJECTIVES,
@@ -195,18 +194,6 @@ def test_objectives_of_one_bound_have_the_same_expected_value(a, b, same):
     (ma, sa), (mb, sb) = _mean_bound(a, vae, x, 5, 30, 1), _mean_bound(b, vae, x, 5, 30, 2)
     z = abs(ma - mb) / math.hypot(sa, sb)
     assert (z < 4) if same else (z > 4), (ma, mb, z)
-
-
-def test_published_rows_are_found_by_bound_and_k():
-    """A run is compared with Burda et al.'s row of the bound it trained and its K, whatever the
-    estimator; the IWAE bound with K = 1 is the ELBO; a bound and K not in the table has none."""
-    for (bound, k), row in BURDA_2015.items():
-        for name, cls in OBJECTIVES.items():
-            if cls.bound_name == bound:
-                assert burda_2015(name, k) == row
-    for name in OBJECTIVES:
-        assert burda_2015(name, 1) == BURDA_2015["ELBO", 1]
-        assert burda_2015(name, 7) is None
 
 
 def test_dreg_decoder_gradient_is_the_iwae_decoder_gradient():
