@@ -168,8 +168,8 @@ def choose_threads(setting, saved: int | None = None, log=print) -> int:
     repeats bit for bit); otherwise, when other processes keep some cores busy
     (:func:`busy_cores`), it uses only the idle ones (at least 1): torch's threads wait for
     each other at every operation, so on 2 cores shared with one busy process an MNIST epoch
-    took 13.6 s with 2 threads and 5.4 s with 1. It logs what it chose when that is not torch's
-    default."""
+    took 21.4 s with 2 threads and 7.5 s with 1 (BENCHMARKS.md). It logs what it chose when
+    that is not torch's default."""
     requested = check_threads(setting)
     default = torch.get_num_threads()
     if requested is not None:

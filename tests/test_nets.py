@@ -2,16 +2,17 @@ import pytest
 import torch
 
 from pyrovae.errors import PyrovaeError
-from pyrovae.nets import ConvDecoder, ConvEncoder, build_nets
+from pyrovae.nets import NETS, ConvDecoder, ConvEncoder, build_nets, net_options
 
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 17, 9), (1, 1, 1), (1, 5, 2), (7,), (1,), (2, 11)]
 
 
-@pytest.mark.parametrize("net", ["mlp", "conv"])
+@pytest.mark.parametrize("net", list(NETS))
 @pytest.mark.parametrize("x_shape", SHAPES)
 def test_shapes_round_trip(net, x_shape):
-    enc, dec = build_nets(net, x_shape, 3, hidden=[16], **({"channels": [4, 8]} if net == "conv"
-                                                             else {}))
+    small = {"hidden": [16], "channels": [4, 8]}  # where the net has them; else its defaults
+    enc, dec = build_nets(net, x_shape, 3,
+                          **{k: v for k, v in small.items() if k in net_options(net)})
     x = torch.rand(5, *x_shape)
     loc, scale = enc(x)
     assert loc.shape == scale.shape == (5, 3)

@@ -15,6 +15,7 @@ import torch
 
 from pyrovae import VAE, optim
 from pyrovae.errors import PyrovaeError
+from pyrovae.objectives import LOSSES
 from pyrovae.optim import adam_options, autocast, make_stepper
 from tests.conftest import needs_cxx
 
@@ -43,12 +44,14 @@ def _weights(vae: VAE) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in vae.state_dict().items()}
 
 
-def test_engines_take_the_same_step() -> None:
-    """Same weights, same noise: SVI + pyro.optim.Adam and differentiable_loss + one Adam give
-    the same loss and (to float32 rounding) the same weights after three steps, with clipping."""
+@pytest.mark.parametrize("loss", LOSSES)
+def test_engines_take_the_same_step(loss: str) -> None:
+    """Every objective, same weights, same noise: SVI + pyro.optim.Adam and the objective's loss
+    + one Adam give the same loss and (to float32 rounding) the same weights after three steps,
+    with clipping."""
     a, b = _twins()
-    svi = make_stepper("svi", a, "trace", lr=1e-2, clip_norm=5.0)
-    plain = make_stepper("torch", b, "trace", lr=1e-2, clip_norm=5.0)
+    svi = make_stepper("svi", a, loss, 2, lr=1e-2, clip_norm=5.0)
+    plain = make_stepper("torch", b, loss, 2, lr=1e-2, clip_norm=5.0)
     for seed in range(3):
         assert _step(svi, X, seed) == pytest.approx(_step(plain, X, seed), rel=1e-6)
     wa, wb = _weights(a), _weights(b)
@@ -89,7 +92,7 @@ def test_traced_engines_take_the_torch_step(engine: str) -> None:
       for lik in ("bernoulli", "gaussian")],
     ("normal", "continuous_bernoulli", "meanfield", 1), ("diag_normal", "bernoulli", "analytic", 3),
     ("normal", "bernoulli", "iwae", 4), ("mog", "gaussian", "iwae_dreg", 3),
-    ("vamp", "bernoulli", "iwae_dreg", 2),
+    ("vamp", "bernoulli", "iwae_dreg", 2), *[("normal", "bernoulli", loss, 2) for loss in LOSSES],
 ])
 def test_traced_step_is_the_torch_step_for_every_model(prior, likelihood, loss, particles):
     """Every prior, likelihood (a learned per-pixel scale too), loss and vectorized particles:
