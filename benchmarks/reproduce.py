@@ -274,6 +274,22 @@ def plot(results: list[dict], path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
 
 
+def run_command(res: dict) -> str:
+    """The ``run`` command of a result (its marks and images read from its curve; the run folder
+    and the JSON named DIR and JSON), with the ``evaluate`` that measured its last model on more
+    images, if one did."""
+    marks = [p for p in res["curve"] if p.get("mark_minutes") is not None]
+    images = marks[0]["images"] if marks else 10000
+    command = (f"reproduce.py run --config {res['config']} --clock {res['clock']} --minutes "
+               f"{res['minutes_budget']:g} --eval-at "
+               + " ".join(f"{p['mark_minutes']:g}" for p in marks)
+               + (f" --images {images}" if images < 10000 else "")
+               + "".join(f" --set {s}" for s in res["overrides"]) + " --run-dir DIR --json JSON")
+    if any(p.get("mark_minutes") is None and "log_likelihood" in p for p in res["curve"]):
+        command += "; reproduce.py evaluate DIR/version_0/checkpoint.pt --append-to JSON"
+    return command
+
+
 def table(results: list[dict]) -> str:
     """The reproduction table: each run's last measurement beside Burda et al.'s number."""
     lines = ["| paper (Burda et al. 2015, Table 1) | pyrovae: test -log p(x), IWAE-5000 | "
@@ -289,13 +305,11 @@ def table(results: list[dict]) -> str:
         clock = CLOCKS[res["clock"]]
         hardware = (f"{res['device']}, {res['threads']} thread"
                     f"{'s' if res['threads'] > 1 else ''}")
-        sets = " ".join(f"--set {s}" for s in res["overrides"])
         lines.append(
             f"| {paper} | {-last['log_likelihood']:.2f} ± {last['stderr']:.2f} "
             f"(`{res['loss']}`; {last['images']:,} test images) | "
             f"{last['train_minutes']:.1f} ({clock}; "
-            f"epoch {last['epoch']}) | {hardware} | `reproduce.py run --config "
-            f"{res['config']} --clock {res['clock']} {sets}` |")
+            f"epoch {last['epoch']}) | {hardware} | `{run_command(res)}` |")
     return "\n".join(lines)
 
 

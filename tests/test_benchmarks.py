@@ -123,19 +123,24 @@ def test_a_failed_background_measurement_is_one_line(mirror, data_root, tmp_path
 def test_table_sets_each_run_beside_the_row_of_its_bound_and_k():
     """iwae_dreg trains the IWAE bound: its run sits beside Burda et al.'s IWAE row of its K,
     with the objective named; a bound and K the paper has no number for says so. Points still
-    being measured are not the last measurement."""
+    being measured are not the last measurement. The command gives the run's marks and images,
+    and the evaluate that measured its last model again."""
     from pyrovae.literature import BURDA_2015
 
     def result(loss, k):
         return {"loss": loss, "num_particles": k, "clock": "wall", "device": "cpu",
-                "threads": 2, "overrides": ["train.loss=" + loss],
+                "threads": 2, "overrides": ["train.loss=" + loss], "minutes_budget": 3.0,
                 "config": "configs/burda_iwae_k5.yaml",
-                "curve": [{"train_minutes": 1.0, "epoch": 1, "log_likelihood": -85.0,
-                           "stderr": 0.25, "images": 10000},
-                          {"train_minutes": 2.0, "epoch": 2}]}
+                "curve": [{"mark_minutes": 0.5, "train_minutes": 0.5, "epoch": 1,
+                           "log_likelihood": -86.0, "stderr": 0.5, "images": 1000},
+                          {"mark_minutes": None, "train_minutes": 1.0, "epoch": 1,
+                           "log_likelihood": -85.0, "stderr": 0.25, "images": 10000},
+                          {"mark_minutes": 2.5, "train_minutes": 2.0, "epoch": 2}]}
 
     rows = reproduce.table([result("iwae_dreg", 5), result("trace", 5)]).splitlines()[2:]
     name, nats = BURDA_2015["IWAE", 5]
     assert rows[0].startswith(f"| {name}: {nats:.2f} | 85.00 ± 0.25 (`iwae_dreg`; 10,000 ")
     assert "| 1.0 (wall; epoch 1) |" in rows[0]
     assert rows[1].startswith("| trace, k = 5 (not quoted here) | 85.00 ± 0.25 (`trace`;")
+    assert ("--clock wall --minutes 3 --eval-at 0.5 2.5 --images 1000 --set train.loss=trace "
+            "--run-dir DIR --json JSON; reproduce.py evaluate DIR/") in rows[1]
