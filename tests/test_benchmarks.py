@@ -144,3 +144,41 @@ def test_table_sets_each_run_beside_the_row_of_its_bound_and_k():
     assert rows[1].startswith("| trace, k = 5 (not quoted here) | 85.00 ± 0.25 (`trace`;")
     assert ("--clock wall --minutes 3 --eval-at 0.5 2.5 --images 1000 --set train.loss=trace "
             "--run-dir DIR --json JSON; reproduce.py evaluate DIR/") in rows[1]
+
+
+def test_compare_is_paired_over_the_same_images(mirror, data_root, tmp_path, monkeypatch,
+                                                 capsys):
+    """compare: a model against itself differs by exactly 0; against the model of an earlier
+    epoch, by the difference of the two means, with a standard error below that of two separate
+    measurements (the images are the same); models of other data are a one-line error."""
+    _run(tmp_path, data_root, 60, [1e-6, 60], ["--clock", "cpu"])
+    early, late = sorted((tmp_path / "run").glob("at_*.pt"), key=lambda p: p.stat().st_mtime)
+    common = ["--iwae-samples", "50", "--images", "200", "--json", str(tmp_path / "c.json")]
+
+    def compare(a, b):
+        assert reproduce.main(["compare", str(a), str(b), *common]) == 0
+        return json.loads((tmp_path / "c.json").read_text())
+
+    same = compare(late, late)
+    assert same["difference"] == 0 and same["stderr"] == 0 and same["images"] == 200
+    out = compare(early, late)
+    assert out["difference"] == pytest.approx(
+        out["second_log_likelihood"] - out["first_log_likelihood"], abs=1e-9)
+    separate = [json.loads((tmp_path / "e.json").read_text())["stderr"] for m in (early, late)
+                if reproduce.main(["evaluate", str(m), *common[:4], "--json",
+                                   str(tmp_path / "e.json")]) == 0]
+    assert 0 < out["stderr"] < (separate[0] ** 2 + separate[1] ** 2) ** 0.5
+
+    load = reproduce.checkpoint.load
+
+    def other_data(path):
+        vae = load(path)
+        if path == str(late):
+            vae.config.data.binarize = "static"
+        return vae
+
+    monkeypatch.setattr(reproduce.checkpoint, "load", other_data)
+    capsys.readouterr()
+    assert reproduce.main(["compare", str(early), str(late), *common]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reproduce: ") and err.count("\n") == 1 and "different data" in err
