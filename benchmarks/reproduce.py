@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from pyrovae.config import load_config  # noqa: E402
 from pyrovae.errors import PyrovaeError  # noqa: E402
 from pyrovae.files import atomic_save, atomic_write  # noqa: E402
 from pyrovae.literature import BURDA_2015, burda_2015  # noqa: E402
+from pyrovae.objectives import mean_stderr  # noqa: E402
 
 #: Burda et al. (2015), Table 1: the reference lines of the curves (:mod:`pyrovae.literature`).
 PUBLISHED = {f"{name} (Burda et al. 2015)": nats for name, nats in BURDA_2015.values()}
@@ -76,9 +76,15 @@ def per_image(vae, x: torch.Tensor, samples: int, batch: int) -> torch.Tensor:
 
 def log_likelihood(vae, x: torch.Tensor, samples: int, batch: int) -> dict:
     """Mean IWAE-``samples`` log p(x) over ``x``, with its standard error over images."""
-    ll = per_image(vae, x, samples, batch)
-    return {"log_likelihood": ll.mean().item(), "stderr": (ll.std() / math.sqrt(len(ll))).item(),
-            "images": int(x.shape[0]), "iwae_samples": samples}
+    mean, se = mean_stderr(per_image(vae, x, samples, batch))
+    return {"log_likelihood": mean, "stderr": se, "images": int(x.shape[0]),
+            "iwae_samples": samples}
+
+
+def test_images(vae, images: int | None) -> torch.Tensor:
+    """The test images of the data ``vae`` was trained on (all, or the fixed subset)."""
+    from pyrovae.fit import load_splits, resolve_device  # the run's own data, as trained on
+    return test_subset(load_splits(vae.config, resolve_device("cpu")).test, images)
 
 
 def measured_points(curve: list[dict]) -> list[dict]:
@@ -211,9 +217,7 @@ def evaluate(args) -> dict:
     """Measure a saved model; with ``--append-to``, add it to a run's curve as the point where
     the run was stopped (its training minutes from the checkpoint's per-epoch metrics)."""
     vae = checkpoint.load(args.model)
-    from pyrovae.fit import load_splits, resolve_device  # the run's own data, as trained on
-    splits = load_splits(vae.config, resolve_device("cpu"))
-    x = test_subset(splits.test, args.images)
+    x = test_images(vae, args.images)
     result = {"model": str(args.model), **log_likelihood(vae, x, args.iwae_samples, args.batch)}
     print(json.dumps(result))
     write_json(args.json, result)
@@ -246,15 +250,13 @@ def compare(args) -> dict:
     if datasets[0] != datasets[1]:
         raise PyrovaeError(f"the two models were trained on different data ({datasets[0]} and "
                            f"{datasets[1]}): compare models of one dataset")
-    from pyrovae.fit import load_splits, resolve_device
-    x = test_subset(load_splits(vaes[0].config, resolve_device("cpu")).test, args.images)
+    x = test_images(vaes[0], args.images)
     first, second = (per_image(v, x, args.iwae_samples, args.batch) for v in vaes)
-    diff = second - first
+    difference, se = mean_stderr(second - first)
     result = {"first": str(args.first), "second": str(args.second),
               "first_log_likelihood": first.mean().item(),
               "second_log_likelihood": second.mean().item(),
-              "difference": diff.mean().item(),
-              "stderr": (diff.std() / math.sqrt(len(diff))).item(),
+              "difference": difference, "stderr": se,
               "images": int(x.shape[0]), "iwae_samples": args.iwae_samples}
     print(json.dumps(result))
     write_json(args.json, result)

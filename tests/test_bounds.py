@@ -22,6 +22,7 @@ from pyrovae.objectives import (
     TraceELBO,
     build,
     log_mean_exp,
+    mean_stderr,
     pyro_elbo,
 )
 from pyrovae.objectives.base import Objective
@@ -169,8 +170,8 @@ class ELBONamedIWAE(TraceELBO):
 def _mean_bound(objective_cls, vae, x, k: int, reps: int, seed: int) -> tuple[float, float]:
     """The mean over ``reps`` draws of the bound averaged over ``x``, and its standard error."""
     torch.manual_seed(seed)
-    reps_ = torch.stack([objective_cls(vae, k).bound(x).detach().mean() for _ in range(reps)])
-    return reps_.mean().item(), reps_.std().item() / math.sqrt(reps)
+    return mean_stderr(torch.stack([objective_cls(vae, k).bound(x).detach().mean()
+                                    for _ in range(reps)]))
 
 
 _NAMES = list(OBJECTIVES)
