@@ -9,7 +9,12 @@ Each config runs as ``python -m pyrovae.fit --config configs/NAME.yaml run_dir=r
 run_name=NAME [overrides]`` and ``python -m pyrovae.evaluate runs/bench/NAME
 --iwae-samples K --limit N --nuts 0 --json``. Overrides (``--set NAME:key=value``) shorten the
 long configs for a CPU. Each JSON row also keeps the test ELBO on all test images, its KL and
-reconstruction terms, of the epoch ``best.pt`` holds (best validation ELBO), from ``metrics.csv``.
+reconstruction terms, of the epoch ``best.pt`` holds (best validation ELBO), from ``metrics.csv``,
+and what the run ran on (torch's version, ``OMP_NUM_THREADS``, the load average before it).
+
+    python benchmarks/configs.py --table benchmarks/results/configs_cpu.json ...
+
+prints the table and the commands again from saved JSONs, without training.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ import shlex
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 from common import write_json
 
 REPO = Path(__file__).resolve().parents[1]
+HARDWARE = f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
 
 
 def _run(cmd: list[str]) -> str:
@@ -44,6 +51,7 @@ def bench(name: str, overrides: list[str], iwae: int, limit: int, run_root: str)
                f"run_dir={run_root}", f"run_name={name}", "train.progress=false", *overrides]
     eval_cmd = ["python", "-m", "pyrovae.evaluate", run_dir, "--iwae-samples", str(iwae),
                 "--limit", str(limit), "--nuts", "0", "--gap-examples", "20", "--json"]
+    load = os.getloadavg()[0]
     began = time.perf_counter()
     if not (REPO / run_dir / "best.pt").exists():
         _run([sys.executable, *fit_cmd[1:]])
@@ -60,19 +68,35 @@ def bench(name: str, overrides: list[str], iwae: int, limit: int, run_root: str)
         "test_elbo": result["elbo"], "log_likelihood": result["log_likelihood"],
         "log_likelihood_stderr": result.get("log_likelihood_stderr"),
         "pareto_k_frac_bad": result["pareto_k_frac_bad"],
-        "active_units": result["active_units"], "num_samples": result["num_samples"],
+        "active_units": result["active_units"], "z_dim": result["z_dim"],
+        "num_samples": result["num_samples"],
         "num_examples": result.get("num_examples"),
         "commands": [shlex.join(fit_cmd), shlex.join(eval_cmd)],
+        "torch": version("torch"), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "load_average_before": round(load, 2), "hardware": HARDWARE + (
+            f", OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
+            if "OMP_NUM_THREADS" in os.environ else ""),
     }
 
 
-def row(r: dict, hardware: str) -> str:
+def label(r: dict) -> str:
+    """The config's name, and how its row departs from the config and the default evaluation."""
+    fit, evaluate = (shlex.split(c) for c in r["commands"])
+    notes = [a for a in fit[fit.index("train.progress=false") + 1:]]
+    k, n = evaluate[evaluate.index("--iwae-samples") + 1], evaluate[evaluate.index("--limit") + 1]
+    if (k, n) != ("5000", "1000"):
+        notes.append(f"IWAE K = {int(k):,} on {int(n):,} images")
+    return r["config"] + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def row(r: dict) -> str:
     se = r["log_likelihood_stderr"]
     ll = f"{r['log_likelihood']:.2f}" + (f" ± {se:.2f}" if se is not None else "")
     full = f"{r['test_elbo_all']:.2f}" if "test_elbo_all" in r else "not recorded"
-    return (f"| {r['config']} | {full} | {r['test_elbo']:.2f} | {ll} | "
-            f"{r['pareto_k_frac_bad']:.2f} | {r['active_units']} | {r['epochs']} | "
-            f"{r['train_seconds'] / 60:.1f} min | {hardware} |")
+    units = f"{r['active_units']}" + (f" of {r['z_dim']}" if "z_dim" in r else "")
+    return (f"| {label(r)} | {full} | {r['test_elbo']:.2f} | {ll} | "
+            f"{r['pareto_k_frac_bad']:.2f} | {units} | {r['epochs']} | "
+            f"{r['train_seconds'] / 60:.1f} min | {r.get('hardware', 'not recorded')} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,21 +111,41 @@ def main(argv: list[str] | None = None) -> int:
                         help="an override for one config")
     parser.add_argument("--runs", default="runs/bench", help="where the run folders go")
     parser.add_argument("--json", help="also write the rows as JSON")
+    parser.add_argument("--table", nargs="+", metavar="JSON",
+                        help="print the table from these saved JSONs instead of running")
     args = parser.parse_args(argv)
-    hardware = f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+    if args.table:
+        return table([r for path in args.table for r in read_rows(path)])
     results = []
     for name in args.configs:
         overrides = [s.split(":", 1)[1] for s in args.set if s.split(":", 1)[0] == name]
         results.append(bench(name, overrides, args.iwae_samples, args.limit, args.runs))
-        print(row(results[-1], hardware), flush=True)
+        print(row(results[-1]), flush=True)
+    table(results)
+    write_json(args.json, results)
+    return 0
+
+
+def read_rows(path: str) -> list[dict]:
+    try:
+        rows = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"error: cannot read {path} ({err}); give a JSON that "
+                         "benchmarks/configs.py --json wrote") from None
+    if not (isinstance(rows, list) and all(isinstance(r, dict) and "commands" in r for r in rows)):
+        raise SystemExit(f"error: {path} is not a list of rows that benchmarks/configs.py "
+                         "--json wrote")
+    return rows
+
+
+def table(results: list[dict]) -> int:
     print("\n| config | test ELBO, all 10,000 | test ELBO, subset | log p(x), IWAE (± SE), subset "
           "| k-hat > 0.7 | active units | epochs | training time | hardware |\n"
           "|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(row(r, hardware))
+        print(row(r))
     for r in results:
         print(f"\n{r['config']}:\n    " + "\n    ".join(r["commands"]))
-    write_json(args.json, results)
     return 0
 
 

@@ -55,7 +55,7 @@ from pyrovae.config import (
 from pyrovae.data import Splits, load_data
 from pyrovae.errors import PyrovaeError
 from pyrovae.model import VAE
-from pyrovae.optim import SVIStepper, TorchStepper, make_stepper
+from pyrovae.optim import SVIStepper, TorchStepper, make_stepper, resolve_engine
 
 #: The columns of metrics.csv. ``train_objective`` is the training objective per example, as
 #: optimized: the beta-weighted ELBO (beta < 1 during warm-up) or the IWAE bound, averaged over
@@ -569,9 +569,11 @@ def _fit(cfg: Config | None, resume_dir: str | Path | None, overrides, log,
         run = start(cfg or load_config(), ctx, log)
     if not run.main:
         log = _silent
+    engine = run.cfg.train.engine
+    engine = resolve_engine(engine, run.splits.device) + (" (auto)" if engine == "auto" else "")
     log(f"pyrovae.fit: {run.cfg.data.name} {run.splits.x_shape}, {run.splits.train.shape[0]} "
-        f"training examples on {run.splits.device}, loss {run.cfg.train.loss}; run folder "
-        f"{run.run_dir} ({run.origin}; epoch {run.epoch} of {run.cfg.train.epochs})")
+        f"training examples on {run.splits.device}, loss {run.cfg.train.loss}, engine {engine}; "
+        f"run folder {run.run_dir} ({run.origin}; epoch {run.epoch} of {run.cfg.train.epochs})")
     log(f"data_source: {data_source(run.cfg)}")
     if ctx is not None:
         b, w = run.cfg.train.batch_size, ctx.world_size

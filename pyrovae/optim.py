@@ -14,9 +14,9 @@ behind one interface, by engine:
   CUDA graph trees, ``torch.compile``'s ``reduce-overhead``): one launch a step instead of one
   per kernel, for steps as small as these networks' (not yet measured: no GPU was lent to this
   work; BENCHMARKS.md has the prepared run).
-- ``auto`` (the default): ``compiled`` where ``torch.compile`` has what it needs, else
-  ``traced``; a graph that fails to compile runs uncompiled and a step that cannot be recorded
-  runs eagerly, each with one warning (:func:`resolve_engine`).
+- ``auto`` (the default): ``compiled`` on CUDA where ``torch.compile`` has Triton, else
+  ``traced`` (on a CPU, see :func:`resolve_engine`). A graph that fails to compile runs
+  uncompiled and a step that cannot be recorded runs eagerly, each with one warning.
 
 ``step(x, num_data, beta)`` takes the KL weight beta of the step (warm-up), which goes to the
 objective: nothing changes state on the model. All clip gradients per parameter when
@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import shutil
 import warnings
 from collections.abc import Callable, Iterator
 
@@ -314,16 +313,17 @@ def _warn_without_cuda_graphs(compiled: Callable, *args):
 
 
 def resolve_engine(engine: str, device: torch.device) -> str:
-    """``auto``: ``compiled`` where ``torch.compile`` has what it needs (a C++ compiler for the
-    CPU, Triton for CUDA), else ``traced``; BENCHMARKS.md measures why. Any other name as is."""
+    """``auto``: ``compiled`` on CUDA where ``torch.compile`` has Triton, else ``traced``. On a
+    CPU, compiling costs 15-60 s and what it saves an epoch depends on the network: nothing for
+    the default config's ReLU MLP, a loss for the convolutional net, much for tanh and mixture-
+    prior nets (BENCHMARKS.md, "Which engine for a whole run"). ``traced`` never loses much, and
+    the configs where compiling pays name ``compiled``. Any other name as is."""
     if engine != "auto":
         return engine
     if device.type == "cuda":
         from torch.utils._triton import has_triton
 
         return "compiled" if has_triton() else "traced"
-    if device.type == "cpu" and any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
-        return "compiled"
     return "traced"
 
 

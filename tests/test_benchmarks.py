@@ -184,3 +184,81 @@ def test_compare_is_paired_over_the_same_images(mirror, data_root, tmp_path, mon
     assert reproduce.main(["compare", str(early), str(late), *common]) == 2
     err = capsys.readouterr().err
     assert err.startswith("reproduce: ") and err.count("\n") == 1 and "different data" in err
+
+
+# ---- benchmarks/configs.py: its table from saved rows --------------------------------------
+
+import configs  # noqa: E402
+
+
+def _config_row(name, fit_extra=(), iwae=("5000", "1000"), **fields):
+    fit = (f"python -m pyrovae.fit --config configs/{name}.yaml run_dir=runs/b run_name={name} "
+           "train.progress=false " + " ".join(fit_extra))
+    evaluate = (f"python -m pyrovae.evaluate runs/b/{name} --iwae-samples {iwae[0]} "
+                f"--limit {iwae[1]} --nuts 0 --gap-examples 20 --json")
+    return {"config": name, "epochs": 3, "train_seconds": 90.0, "test_elbo": -100.0,
+            "log_likelihood": -95.0, "log_likelihood_stderr": 1.0, "pareto_k_frac_bad": 0.5,
+            "active_units": 7, "commands": [fit.strip(), evaluate], **fields}
+
+
+def test_configs_table_says_how_each_row_departs_from_its_config(tmp_path, capsys):
+    rows = [_config_row("mnist", test_elbo_all=-99.5, z_dim=32, hardware="CPU (x86_64, 2 cores)"),
+            _config_row("mnist_conv", ["train.epochs=3"], ("1000", "200")),
+            _config_row("mnist_vamp", ["train.epochs=10", "train.warmup_epochs=3"])]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    assert configs.main(["--table", str(tmp_path / "rows.json")]) == 0
+    cells = [[c.strip() for c in ln.strip("|").split("|")]
+             for ln in capsys.readouterr().out.splitlines() if ln.startswith("| mnist")]
+    # label, test ELBO on all 10,000, active units, hardware
+    assert [[c[0], c[1], c[5], c[8]] for c in cells] == [
+        ["mnist", "-99.50", "7 of 32", "CPU (x86_64, 2 cores)"],
+        ["mnist_conv (train.epochs=3; IWAE K = 1,000 on 200 images)", "not recorded", "7",
+         "not recorded"],
+        ["mnist_vamp (train.epochs=10; train.warmup_epochs=3)", "not recorded", "7",
+         "not recorded"]]
+
+
+@pytest.mark.parametrize("content", ["not json", '{"config": "mnist"}', '[{"config": 1}]'])
+def test_configs_table_of_a_file_it_did_not_write_is_one_line(tmp_path, content):
+    (tmp_path / "rows.json").write_text(content)
+    with pytest.raises(SystemExit) as stop:
+        configs.main(["--table", str(tmp_path / "rows.json")])
+    assert str(stop.value).startswith("error: ") and "\n" not in str(stop.value)
+
+
+# ---- benchmarks/engines.py: where a compiling engine's total drops below svi's ---------------
+
+import engines  # noqa: E402
+
+
+def _epochs(first, after):
+    return {"first": first, "median_after": after}
+
+
+@pytest.mark.parametrize("first, after, expected", [
+    (10.0, 1.0, 6),     # 8 s more, 2 s saved an epoch: equal after 5 epochs, below after 6
+    (9.0, 1.0, 5),      # 7 s more: below after 5 (9 + 4 = 13 against 2 + 12 = 14)
+    (1.0, 2.0, 1),      # cheaper from the first epoch
+    (1.0, 3.0, 1),      # as cheap later, cheaper first
+    (10.0, 3.0, None),  # never: its later epochs save nothing
+    (10.0, 4.0, None)])
+def test_break_even_is_the_first_epoch_count_with_a_lower_total(first, after, expected):
+    base = _epochs(2.0, 3.0)
+    n = engines.break_even(_epochs(first, after), base)
+    assert n == expected
+    if n is not None:  # the definition, checked directly: below at n, not below at n - 1
+        def total(r, k):
+            return r["first"] + (k - 1) * r["median_after"]
+        run = _epochs(first, after)
+        assert total(run, n) < total(base, n)
+        assert n == 1 or total(run, n - 1) >= total(base, n - 1)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["mnist", "--epochs", "1"], "--epochs must be at least 2"),
+    (["mnist", "--engines", "torch", "compiled"], "--engines must include svi"),
+    (["mnist_nope"], "no configs/mnist_nope.yaml")])
+def test_engines_bad_arguments_are_one_line(args, says, capsys):
+    assert engines.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and says in err and err.count("\n") == 1

@@ -145,22 +145,27 @@ def test_untraceable_model_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_without_a_compiler_auto_runs_uncompiled_and_compiled_says_so_in_one_line() -> None:
-    """Without a working C++ compiler (here: CXX names none), ``auto`` warns once and trains with
-    the recorded graph, and the compiled engine's first step says what failed and what to use
-    instead, in one line (in a fresh process: torch caches the compiler it found)."""
+    """Without a working C++ compiler (here: CXX names none): ``auto`` on the CPU trains with the
+    recorded graph and never calls the compiler; a compiled step with ``auto``'s fallback (what
+    ``auto`` gives on CUDA) warns once and runs the graph uncompiled; and the compiled engine's
+    first step says what failed and what to use instead, in one line (in a fresh process: torch
+    caches the compiler it found)."""
     code = ("import torch, warnings; from pyrovae import VAE\n"
-            "from pyrovae.optim import make_stepper\n"
+            "from pyrovae.optim import TracedStepper, make_stepper\n"
             "x = torch.bernoulli(torch.rand(4, 1, 28, 28))\n"
-            "s = make_stepper('auto', VAE(z_dim=2, hidden=[8]), 'trace')\n"
-            "with warnings.catch_warnings(record=True) as w:\n"
-            "    warnings.simplefilter('always')\n"
-            "    losses = [s.step(x, 10) for _ in range(3)]\n"
-            "print(sum('uncompiled' in str(m.message) for m in w), all(map(float, losses)),\n"
-            "      flush=True)\n"
+            "for s in (make_stepper('auto', VAE(z_dim=2, hidden=[8]), 'trace'),\n"
+            "          TracedStepper(VAE(z_dim=2, hidden=[8]), 'trace', 1, 1e-3, compile=True,\n"
+            "                        fallback=True)):\n"
+            "    with warnings.catch_warnings(record=True) as w:\n"
+            "        warnings.simplefilter('always')\n"
+            "        losses = [s.step(x, 10) for _ in range(3)]\n"
+            "    print(sum('uncompiled' in str(m.message) for m in w), all(map(float, losses)),\n"
+            "          flush=True)\n"
             "make_stepper('compiled', VAE(z_dim=2, hidden=[8]), 'trace').step(x, 10)\n")
     env = {**os.environ, "CXX": "/no/such/c++", "TORCHINDUCTOR_FX_GRAPH_CACHE": "0"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert done.stdout.split() == ["1", "True"], done.stderr[-2000:]  # auto: uncompiled
+    # auto: traced, no warning; the fallback: one warning, uncompiled
+    assert done.stdout.split() == ["0", "True", "1", "True"], done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode != 0 and last.startswith("pyrovae.errors.PyrovaeError: ")
     assert "C++ compiler" in last and "train.engine=traced" in last
@@ -180,15 +185,21 @@ def test_auto_engine_falls_back_to_eager_where_a_step_cannot_be_recorded(monkeyp
     assert first == _step(ref, X, 0) and _step(auto, X, 1) == _step(ref, X, 1)
 
 
-def test_auto_engine_resolves_by_what_the_machine_has(monkeypatch) -> None:
+def test_auto_engine_resolves_by_device_and_what_the_machine_has(monkeypatch) -> None:
+    """``traced`` on a CPU (compiling did not pay there, BENCHMARKS.md), ``compiled`` on CUDA
+    where there is Triton; a name other than ``auto`` as is."""
+    import torch.utils._triton as triton
+
     from pyrovae import optim
 
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(optim.shutil, "which", lambda name: None)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert optim.resolve_engine("auto", cpu) == "traced"
-    monkeypatch.setattr(optim.shutil, "which", lambda name: "/usr/bin/" + name)
-    assert optim.resolve_engine("auto", cpu) == "compiled"
-    assert optim.resolve_engine("svi", cpu) == "svi"
+    monkeypatch.setattr(triton, "has_triton", lambda: True)
+    assert optim.resolve_engine("auto", cuda) == "compiled"
+    monkeypatch.setattr(triton, "has_triton", lambda: False)
+    assert optim.resolve_engine("auto", cuda) == "traced"
+    assert optim.resolve_engine("svi", cpu) == "svi" and optim.resolve_engine("compiled", cpu) \
+        == "compiled"
 
 
 def test_fused_adam_is_adam() -> None:
