@@ -82,7 +82,7 @@ def bench(name: str, overrides: list[str], iwae: int, limit: int, run_root: str)
 def label(r: dict) -> str:
     """The config's name, and how its row departs from the config and the default evaluation."""
     fit, evaluate = (shlex.split(c) for c in r["commands"])
-    notes = [a for a in fit[fit.index("train.progress=false") + 1:]]
+    notes = fit[fit.index("train.progress=false") + 1:]
     k, n = evaluate[evaluate.index("--iwae-samples") + 1], evaluate[evaluate.index("--limit") + 1]
     if (k, n) != ("5000", "1000"):
         notes.append(f"IWAE K = {int(k):,} on {int(n):,} images")
