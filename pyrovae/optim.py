@@ -314,7 +314,7 @@ def _warn_without_cuda_graphs(compiled: Callable, *args):
 
 def resolve_engine(engine: str, device: torch.device) -> str:
     """``auto``: ``compiled`` on CUDA where ``torch.compile`` has Triton, else ``traced``. On a
-    CPU, compiling costs 15-60 s and what it saves an epoch depends on the network: nothing for
+    CPU, compiling costs 7-40 s and what it saves an epoch depends on the network: nothing for
     the default config's ReLU MLP, a loss for the convolutional net, much for tanh and mixture-
     prior nets (BENCHMARKS.md, "Which engine for a whole run"). ``traced`` never loses much, and
     the configs where compiling pays name ``compiled``. Any other name as is."""
