@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: writing their JSON results."""
+"""What the benchmark scripts share: writing their JSON results, and what a ``pyrovae.fit``
+subprocess logged of its CPU threads."""
 
 from __future__ import annotations
 
@@ -17,3 +18,9 @@ def write_json(path: str | Path | None, data) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(json.dumps(data, indent=2) + "\n", path)
+
+
+def threads_note(stdout: str, stderr: str = "") -> list[str]:
+    """The ``threads:`` lines a ``pyrovae.fit`` process logged: empty when it ran with torch's
+    default count (``train.threads=auto`` logs only a departure from it)."""
+    return [line for line in (stdout + "\n" + stderr).splitlines() if line.startswith("threads:")]

@@ -10,7 +10,9 @@ run_name=NAME [overrides]`` and ``python -m pyrovae.evaluate runs/bench/NAME
 --iwae-samples K --limit N --nuts 0 --json``. Overrides (``--set NAME:key=value``) shorten the
 long configs for a CPU. Each JSON row also keeps the test ELBO on all test images, its KL and
 reconstruction terms, of the epoch ``best.pt`` holds (best validation ELBO), from ``metrics.csv``,
-and what the run ran on (torch's version, ``OMP_NUM_THREADS``, the load average before it).
+and what the run ran on: torch's version, ``OMP_NUM_THREADS``, what ``pyrovae.fit`` logged of
+its threads (nothing: torch's default, both cores here), and the one-minute load average before
+it (which still holds the previous row's own processes).
 
     python benchmarks/configs.py --table benchmarks/results/configs_cpu.json ...
 
@@ -20,7 +22,6 @@ prints the table and the commands again from saved JSONs, without training.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -31,7 +32,9 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from common import write_json
+from common import threads_note, write_json
+
+from pyrovae.notebook import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 HARDWARE = f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
@@ -53,18 +56,18 @@ def bench(name: str, overrides: list[str], iwae: int, limit: int, run_root: str)
                 "--limit", str(limit), "--nuts", "0", "--gap-examples", "20", "--json"]
     load = os.getloadavg()[0]
     began = time.perf_counter()
+    threads = None  # not known for a run made before
     if not (REPO / run_dir / "best.pt").exists():
-        _run([sys.executable, *fit_cmd[1:]])
+        threads = threads_note(_run([sys.executable, *fit_cmd[1:]]))
     fit_seconds = time.perf_counter() - began
     result = json.loads(_run([sys.executable, *eval_cmd[1:]]))
-    with open(REPO / run_dir / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    best = max(rows, key=lambda r: float(r["valid_elbo"]))  # the epoch best.pt holds
+    rows = read_metrics(REPO / run_dir)
+    best = max(rows, key=lambda r: r["valid_elbo"])  # the epoch best.pt holds
     return {
         "config": name, "epochs": len(rows),
-        "train_seconds": sum(float(r["seconds"]) for r in rows), "wall_seconds": fit_seconds,
-        "test_elbo_all": float(best["test_elbo"]), "kl_all": float(best["kl"]),
-        "recon_all": float(best["recon"]), "best_epoch": int(best["epoch"]),
+        "train_seconds": sum(r["seconds"] for r in rows), "wall_seconds": fit_seconds,
+        "test_elbo_all": best["test_elbo"], "kl_all": best["kl"],
+        "recon_all": best["recon"], "best_epoch": int(best["epoch"]),
         "test_elbo": result["elbo"], "log_likelihood": result["log_likelihood"],
         "log_likelihood_stderr": result.get("log_likelihood_stderr"),
         "pareto_k_frac_bad": result["pareto_k_frac_bad"],
@@ -73,7 +76,7 @@ def bench(name: str, overrides: list[str], iwae: int, limit: int, run_root: str)
         "num_examples": result.get("num_examples"),
         "commands": [shlex.join(fit_cmd), shlex.join(eval_cmd)],
         "torch": version("torch"), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "load_average_before": round(load, 2), "hardware": HARDWARE + (
+        "load_average_before": round(load, 2), "threads": threads, "hardware": HARDWARE + (
             f", OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
             if "OMP_NUM_THREADS" in os.environ else ""),
     }
@@ -94,8 +97,10 @@ def row(r: dict) -> str:
     ll = f"{r['log_likelihood']:.2f}" + (f" ± {se:.2f}" if se is not None else "")
     full = f"{r['test_elbo_all']:.2f}" if "test_elbo_all" in r else "not recorded"
     units = f"{r['active_units']}" + (f" of {r['z_dim']}" if "z_dim" in r else "")
+    khat = r["pareto_k_frac_bad"]  # None where PSIS had too few samples to fit
+    khat = "too few samples" if khat is None else f"{khat:.2f}"
     return (f"| {label(r)} | {full} | {r['test_elbo']:.2f} | {ll} | "
-            f"{r['pareto_k_frac_bad']:.2f} | {units} | {r['epochs']} | "
+            f"{khat} | {units} | {r['epochs']} | "
             f"{r['train_seconds'] / 60:.1f} min | {r.get('hardware', 'not recorded')} |")
 
 

@@ -6,7 +6,8 @@ one after the other.
     PYROVAE_DATA_MIRROR=../shared/data python benchmarks/engines.py mnist mnist_conv \
         --json benchmarks/results/engines_cpu.json
 
-For each run it reads the epochs' training seconds from ``metrics.csv`` and reports the first
+For each run it reads the epochs' training seconds from ``metrics.csv`` (and keeps what the run
+logged of its threads: nothing when it used torch's default) and reports the first
 epoch (which compiles, for ``traced``/``compiled``), the median of the others, the process's
 wall time, and for every engine the first epoch count at which its total would be below
 ``svi``'s (its extra first-epoch seconds over the seconds it saves an epoch). ``auto`` is the
@@ -16,7 +17,6 @@ engine ``pyrovae.optim.resolve_engine`` picks on this machine.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import platform
@@ -29,10 +29,11 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from common import write_json
+from common import threads_note, write_json
 
 from pyrovae import cli
 from pyrovae.errors import PyrovaeError
+from pyrovae.notebook import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINES = ("svi", "torch", "traced", "compiled")
@@ -51,10 +52,10 @@ def train(config: str, engine: str, epochs: int | None, tmp: str, extra: list[st
     wall = time.perf_counter() - began
     if done.returncode != 0:
         raise PyrovaeError(f"{shlex.join(cmd)} failed: {done.stderr.strip()[-500:]}")
-    with open(f"{run_dir}/run/metrics.csv") as f:
-        seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
+    seconds = [r["seconds"] for r in read_metrics(f"{run_dir}/run")]
     return {"engine": engine, "first": seconds[0], "median_after": statistics.median(seconds[1:]),
             "total": sum(seconds), "wall": wall, "seconds": seconds,
+            "threads": threads_note(done.stdout, done.stderr),
             "command": shlex.join(cmd).replace(tmp, "TMP")}
 
 

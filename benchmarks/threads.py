@@ -16,7 +16,6 @@ same condition. Run it alone: nothing else may use the cores.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import subprocess
@@ -28,7 +27,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import write_json  # noqa: E402
+from common import threads_note, write_json  # noqa: E402
+
+from pyrovae.notebook import read_metrics  # noqa: E402
 
 REPO = HERE.parent
 SETTINGS = ("1", "2", "auto")
@@ -43,10 +44,8 @@ def epoch_seconds(threads: str, epochs: int, config: str, folder: Path) -> dict:
            f"train.threads={threads}", "train.progress=false", f"run_dir={folder}"]
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=True)
     metrics = sorted(folder.glob("*/metrics.csv"))[-1]
-    with open(metrics) as f:
-        seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
-    note = [line for line in out.stdout.splitlines() + out.stderr.splitlines()
-            if line.startswith("threads:")]
+    seconds = [r["seconds"] for r in read_metrics(metrics.parent)]
+    note = threads_note(out.stdout, out.stderr)
     return {"seconds": statistics.median(seconds[1:]), "epochs": seconds, "note": note}
 
 

@@ -204,18 +204,19 @@ def _config_row(name, fit_extra=(), iwae=("5000", "1000"), **fields):
 def test_configs_table_says_how_each_row_departs_from_its_config(tmp_path, capsys):
     rows = [_config_row("mnist", test_elbo_all=-99.5, z_dim=32, hardware="CPU (x86_64, 2 cores)"),
             _config_row("mnist_conv", ["train.epochs=3"], ("1000", "200")),
-            _config_row("mnist_vamp", ["train.epochs=10", "train.warmup_epochs=3"])]
+            _config_row("mnist_vamp", ["train.epochs=10", "train.warmup_epochs=3"],
+                        pareto_k_frac_bad=None)]
     (tmp_path / "rows.json").write_text(json.dumps(rows))
     assert configs.main(["--table", str(tmp_path / "rows.json")]) == 0
     cells = [[c.strip() for c in ln.strip("|").split("|")]
              for ln in capsys.readouterr().out.splitlines() if ln.startswith("| mnist")]
-    # label, test ELBO on all 10,000, active units, hardware
-    assert [[c[0], c[1], c[5], c[8]] for c in cells] == [
-        ["mnist", "-99.50", "7 of 32", "CPU (x86_64, 2 cores)"],
-        ["mnist_conv (train.epochs=3; IWAE K = 1,000 on 200 images)", "not recorded", "7",
-         "not recorded"],
-        ["mnist_vamp (train.epochs=10; train.warmup_epochs=3)", "not recorded", "7",
-         "not recorded"]]
+    # label, test ELBO on all 10,000, k-hat, active units, hardware
+    assert [[c[0], c[1], c[4], c[5], c[8]] for c in cells] == [
+        ["mnist", "-99.50", "0.50", "7 of 32", "CPU (x86_64, 2 cores)"],
+        ["mnist_conv (train.epochs=3; IWAE K = 1,000 on 200 images)", "not recorded", "0.50",
+         "7", "not recorded"],
+        ["mnist_vamp (train.epochs=10; train.warmup_epochs=3)", "not recorded",
+         "too few samples", "7", "not recorded"]]
 
 
 @pytest.mark.parametrize("content", ["not json", '{"config": "mnist"}', '[{"config": 1}]'])
