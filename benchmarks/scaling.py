@@ -18,7 +18,6 @@ one's (``max_rel_diff``: the same trajectory up to float32 reduction order).
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import os
 import platform
@@ -33,6 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from common import write_json  # noqa: E402
+
+from pyrovae.notebook import read_metrics  # noqa: E402
 
 REPO = HERE.parent
 NUMBERS = ("train_objective", "valid_elbo", "test_elbo")
@@ -57,10 +58,9 @@ def run_once(ranks: int, args: list[str], threads: int, run_dir: Path) -> dict:
     wall = time.perf_counter() - began
     if proc.returncode != 0:
         sys.exit(f"error: {' '.join(command(ranks, args))} failed:\n{proc.stderr[-2000:]}")
-    with open(run_dir / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    return {"wall_seconds": wall, "epoch_seconds": [float(r["seconds"]) for r in rows],
-            "metrics": [{k: float(r[k]) for k in NUMBERS} for r in rows]}
+    rows = read_metrics(run_dir)
+    return {"wall_seconds": wall, "epoch_seconds": [r["seconds"] for r in rows],
+            "metrics": [{k: r[k] for k in NUMBERS} for r in rows]}
 
 
 def main(argv: list[str] | None = None) -> int:
