@@ -1,9 +1,11 @@
-"""What the benchmark scripts share: writing their JSON results, and what a ``pyrovae.fit``
-subprocess logged of its CPU threads."""
+"""What the benchmark scripts share: writing their JSON results, the CPU they ran on, and what
+a ``pyrovae.fit`` subprocess logged of its CPU threads."""
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import sys
 from pathlib import Path
 
@@ -24,3 +26,10 @@ def threads_note(stdout: str, stderr: str = "") -> list[str]:
     """The ``threads:`` lines a ``pyrovae.fit`` process logged: empty when it ran with torch's
     default count (``train.threads=auto`` logs only a departure from it)."""
     return [line for line in (stdout + "\n" + stderr).splitlines() if line.startswith("threads:")]
+
+
+def cpu_hardware() -> str:
+    """The CPU a benchmark runs on: architecture, cores, and ``OMP_NUM_THREADS`` where set."""
+    omp = os.environ.get("OMP_NUM_THREADS")
+    return (f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
+            + (f", OMP_NUM_THREADS={omp}" if omp is not None else ""))

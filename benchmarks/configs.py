@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -32,12 +31,11 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from common import threads_note, write_json
+from common import cpu_hardware, threads_note, write_json
 
 from pyrovae.notebook import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
-HARDWARE = f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
 
 
 def _run(cmd: list[str]) -> str:
@@ -76,9 +74,7 @@ def bench(name: str, overrides: list[str], iwae: int, limit: int, run_root: str)
         "num_examples": result.get("num_examples"),
         "commands": [shlex.join(fit_cmd), shlex.join(eval_cmd)],
         "torch": version("torch"), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "load_average_before": round(load, 2), "threads": threads, "hardware": HARDWARE + (
-            f", OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
-            if "OMP_NUM_THREADS" in os.environ else ""),
+        "load_average_before": round(load, 2), "threads": threads, "hardware": cpu_hardware(),
     }
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-from common import threads_note, write_json
+from common import cpu_hardware, threads_note, write_json
 
 from pyrovae import cli
 from pyrovae.errors import PyrovaeError
@@ -109,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pyrovae.optim import resolve_engine
 
-    results = {"torch": version("torch"), "hardware": f"CPU ({platform.machine()}, "
-               f"{os.cpu_count()} cores), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}",
+    results = {"torch": version("torch"), "hardware": cpu_hardware(),
                "load_average_before": round(os.getloadavg()[0], 2), "epochs": args.epochs,
                "auto": resolve_engine("auto", torch.device("cpu")), "configs": {}}
     with tempfile.TemporaryDirectory() as tmp:
