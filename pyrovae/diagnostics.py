@@ -190,7 +190,8 @@ def psis(log_weights: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 def pareto_k_summary(khat: np.ndarray, threshold: float = PARETO_K_THRESHOLD) -> dict:
     """Mean, quantiles and maximum of the k-hats, and the fraction above ``threshold`` (an
-    unfitted tail, k-hat = inf, counts as above; equal weights, k-hat = -inf, as below)."""
+    unfitted tail, k-hat = inf, counts as above, and so does a NaN k-hat, as in
+    :func:`pyrovae.evaluate.gap_flags`; equal weights, k-hat = -inf, as below)."""
     k = np.asarray(khat, dtype=np.float64)
     qs = (0.05, 0.25, 0.5, 0.75, 0.95)
     with np.errstate(invalid="ignore"):
@@ -201,7 +202,7 @@ def pareto_k_summary(khat: np.ndarray, threshold: float = PARETO_K_THRESHOLD) ->
         "pareto_k_mean": float(np.mean(k)),
         "pareto_k_quantiles": {str(q): float(v) for q, v in zip(qs, quantiles)},
         "pareto_k_max": float(np.max(k)),
-        "pareto_k_frac_bad": float(np.mean(k > threshold)),
+        "pareto_k_frac_bad": float(np.mean(~(k <= threshold))),  # NaN: not shown reliable
         "pareto_k_threshold": threshold,
     }
 

@@ -506,11 +506,13 @@ def train(run: Run, log=print) -> Run:
 def run_epoch(run: Run, log=print) -> dict:
     """One epoch: train, evaluate, checkpoint (the best model too), write metrics.csv, log."""
     row = {"epoch": run.epoch + 1, "lr": run.lr}
+    # this epoch's rate, set before it trains: a resumed run whose schedule changed (train.epochs,
+    # train.lr, train.schedule) would otherwise take its first epoch at the saved rate
+    run.stepper.set_lr(row["lr"])
     row.update(train_epoch(run))
     row.update(evaluate_epoch(run))
     run.epoch += 1
     run.metrics.append(row)
-    run.stepper.set_lr(run.lr)  # the next epoch's rate, saved with the optimizer state
     if row["valid_elbo"] > run.best_valid:
         run.best_valid = row["valid_elbo"]
         if run.main:

@@ -111,8 +111,14 @@ class SVIStepper:
         self.svi = SVI(self.vae.model, self.vae.guide, self.optim, objective)
 
     def set_lr(self, lr: float) -> None:
+        """The rate of the next steps. Pyro builds a parameter's optimizer at its first step and
+        only then loads the state that ``load_state_dict`` left waiting, param_groups (and their
+        saved rate) included, so the rate is set in those waiting states too."""
         for opt in self.optim.optim_objs.values():
             for group in opt.param_groups:
+                group["lr"] = lr
+        for state in self.optim._state_waiting_to_be_consumed.values():
+            for group in state.get("param_groups", ()):
                 group["lr"] = lr
 
     def state_dict(self) -> dict:

@@ -36,6 +36,7 @@ from pyrovae.diagnostics import (
     sampled_elbo,
 )
 from pyrovae.errors import PyrovaeError
+from pyrovae.evaluate import gap_flags
 from pyrovae.model import VAE
 
 F64 = torch.float64
@@ -214,6 +215,15 @@ def exact_posterior_weights():
     spread = (lw.max(0).values - lw.min(0).values).numpy()
     assert spread.max() < 1e-12 and (spread > 0).sum() > 100  # rounding noise, not zero
     return lw, lg.marginal.log_prob(x).numpy()
+
+
+def test_pareto_k_summary_counts_unfitted_and_nan_tails_as_bad():
+    """inf (no tail fitted) and NaN k-hats are not shown reliable: they count above the
+    threshold, as in the gap flags; -inf (equal weights) counts below."""
+    summary = pareto_k_summary(np.array([0.1, np.nan, 0.9, -np.inf, np.inf, 0.2]))
+    assert summary["pareto_k_frac_bad"] == 3 / 6
+    assert gap_flags(np.array([0.1, np.nan, 0.9, -np.inf, np.inf, 0.2]), 6)[
+        "gap_pareto_k_frac_bad"] == summary["pareto_k_frac_bad"]
 
 
 def test_pareto_k_is_minus_inf_when_q_is_the_exact_posterior(exact_posterior_weights):

@@ -334,6 +334,50 @@ def test_resume_is_exact_under_every_engine(engine, loss, mirror, data_root, tmp
     assert float(_metrics(split)[-1]["lr"]) == pytest.approx(1e-3 * 0.9**2)
 
 
+def _rates(state) -> set[float]:
+    """Every learning rate in an optimizer state (one torch state dict, or Pyro's per-parameter
+    dict of them)."""
+    if isinstance(state, dict):
+        groups = state.get("param_groups", ())
+        return {g["lr"] for g in groups}.union(*(_rates(v) for v in state.values()))
+    return set()
+
+
+@pytest.mark.parametrize("engine", ["svi", "torch"])
+def test_a_resumed_run_trains_at_the_rate_of_its_new_schedule(engine, mirror, data_root,
+                                                               tmp_path, monkeypatch):
+    """A cosine run of 2 epochs saves its optimizer with the rate of its second epoch, lr / 2;
+    resumed with train.epochs=3, its third epoch trains at the rate that metrics.csv records for
+    it, lr / 4 on the shorter cosine, read from the optimizer after each of its steps (Pyro's
+    optimizers load their saved state, the rate included, only at their first step)."""
+    base = [*SMALL, "data.limit=300", f"data.root={data_root}", f"train.engine={engine}",
+            "train.schedule=cosine", "train.lr=1e-3"]
+    run_dir = _fit([*base, "train.epochs=2"], tmp_path)
+    used: list[set[float]] = []  # per resumed epoch, the rates its steps ran at
+    train_epoch = fit.train_epoch
+
+    def spy(run):
+        step, rates = run.stepper.step, set()
+
+        def step_and_read(*args, **kwargs):
+            loss = step(*args, **kwargs)
+            rates.update(_rates(run.stepper.state_dict()))
+            return loss
+
+        run.stepper.step = step_and_read
+        used.append(rates)
+        try:
+            return train_epoch(run)
+        finally:
+            del run.stepper.step  # the class's own again
+
+    monkeypatch.setattr(fit, "train_epoch", spy)
+    fit.fit(resume_dir=run_dir, overrides=["train.epochs=3"], log=lambda *a: None)
+    recorded = [float(r["lr"]) for r in _metrics(run_dir)[2:]]
+    assert recorded == [pytest.approx(2.5e-4)]
+    assert used == [{lr} for lr in recorded]
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("engine", ["svi", "torch", "compiled"])

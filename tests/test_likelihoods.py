@@ -6,7 +6,7 @@ import torch
 
 from pyrovae import VAE, likelihoods
 from pyrovae.errors import PyrovaeError
-from pyrovae.likelihoods import LIKELIHOODS, build_likelihood
+from pyrovae.likelihoods import LIKELIHOODS, LogitContinuousBernoulli, build_likelihood
 
 SHAPE = (1, 4, 3)
 
@@ -102,6 +102,25 @@ def test_continuous_bernoulli_log_normaliser_is_the_closed_form():
     ds = build_likelihood("continuous_bernoulli", (1,)).base(small)
     shift = ds.log_prob(torch.zeros(3)) + torch.nn.functional.softplus(small)
     torch.testing.assert_close(shift, math.log(2) + small**2 / 12 - 7 * small**4 / 1440)
+
+
+class ThreeTermSeries(LogitContinuousBernoulli):
+    """Test double: the series of log C(L) cut after L^6, off by up to 1e-7 near |L| = 0.5."""
+
+    LOG_NORM_SERIES = LogitContinuousBernoulli.LOG_NORM_SERIES[:3]
+
+
+@pytest.mark.parametrize("cls, exact", [(LogitContinuousBernoulli, True),
+                                        (ThreeTermSeries, False)])
+def test_continuous_bernoulli_series_is_exact_in_float64(cls, exact):
+    """In float64, the Taylor series that log C(L) takes for |L| < 0.5 equals the closed form
+    log(L / tanh(L / 2)) to float64 rounding (4e-16) where the closed form is itself accurate
+    (|L| >= 0.05); the series cut after L^6 (the test double) does not."""
+    logits = torch.cat([torch.linspace(0.05, 0.4999, 60), -torch.linspace(0.05, 0.4999, 60)])
+    logits = logits.double()
+    closed = torch.log(logits / torch.tanh(logits / 2))
+    error = (cls(logits=logits)._log_norm() - closed).abs().max().item()
+    assert (error < 4e-16) if exact else (error > 1e-9), error
 
 
 def test_continuous_bernoulli_mean_variance_and_sampling():
