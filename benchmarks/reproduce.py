@@ -67,10 +67,12 @@ def test_subset(x: torch.Tensor, images: int | None) -> torch.Tensor:
 
 
 def per_image(vae, x: torch.Tensor, samples: int, batch: int) -> torch.Tensor:
-    """The IWAE-``samples`` estimate of log p(x) of each image of ``x`` (a fixed seed)."""
-    torch.manual_seed(0)
+    """The IWAE-``samples`` estimate of log p(x) of each image of ``x`` (a fixed seed), leaving
+    the global random state as it was: a mark measured between epochs does not change the
+    training noise that follows it."""
     vae.eval()
-    with torch.no_grad():
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(0)
         return diagnostics.importance_sampling(vae, x, samples, batch_size=batch).log_likelihood
 
 

@@ -50,6 +50,23 @@ def test_budget_ends_the_run_and_measures_its_model(mirror, data_root, tmp_path)
     assert [p["epoch"] for p in out["curve"]] == [1]
 
 
+def test_a_measurement_leaves_the_training_noise_as_it_was():
+    """per_image draws from a fixed seed (the same numbers twice) and restores the global random
+    state, so a mark measured between epochs leaves the run's later noise unchanged."""
+    import torch
+
+    from pyrovae import VAE
+
+    torch.manual_seed(5)
+    vae = VAE(x_shape=(1, 4, 4), z_dim=2, hidden=[8])
+    x = torch.bernoulli(torch.full((6, 1, 4, 4), 0.5))
+    before = torch.get_rng_state()
+    first = reproduce.per_image(vae, x, 20, 3)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.rand(3)  # the state moves on; the measurement does not depend on it
+    assert torch.equal(reproduce.per_image(vae, x, 20, 3), first)
+
+
 def test_subset_is_fixed_and_random():
     import torch
 
