@@ -15,6 +15,7 @@ trusted one can be rewritten with :func:`convert`.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import random
 import re
@@ -58,15 +59,24 @@ def rng_state(generator: torch.Generator) -> dict:
 
 
 def set_rng_state(state: dict, generator: torch.Generator) -> None:
-    """Restore the states :func:`rng_state` saved."""
+    """Restore the states :func:`rng_state` saved. A batch generator saved on another device
+    type (a CUDA generator's state is 16 bytes, a CPU one's 5,056) cannot take the saved state:
+    it is seeded from it instead, so a run moved between a GPU and a CPU goes on, with another
+    stream; the CUDA states are restored for the GPUs there are."""
     py, npy = state["python"], state["numpy"]
     torch.set_rng_state(state["torch"])
     random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
     np.random.set_state((npy["bit_generator"], np.asarray(npy["keys"], dtype=np.uint32),
                          npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
-    generator.set_state(state["batches"])
+    batches = state["batches"]
+    if batches.numel() == generator.get_state().numel():
+        generator.set_state(batches)
+    else:
+        digest = hashlib.sha256(batches.cpu().numpy().tobytes()).digest()
+        generator.manual_seed(int.from_bytes(digest[:8], "little"))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, device=index)
 
 
 def holds_run(folder: Path) -> bool:

@@ -87,8 +87,8 @@ def load_splits(cfg: Config, device: torch.device,
     def load(device: torch.device | str) -> Splits:
         return load_data(
             d.name, root=resolve_path(d.root), mirror=d.mirror, path=d.path, limit=d.limit,
-            binarize=d.binarize, valid_size=valid_size, seed=cfg.train.seed, device=device,
-        )
+            binarize=d.binarize, valid_size=valid_size, device=device,
+        )  # folder/npy data: one fixed shuffle (load_data's seed), whatever train.seed
 
     if ctx is None:
         return load(device)
@@ -355,8 +355,7 @@ def start(cfg: Config, ctx: distributed.Context | None = None, log=print) -> Run
 
     def make_folder() -> str:
         folder = new_run_folder(parent, cfg.run_name)
-        header = f"# data_source: {data_source(cfg)}\n"
-        checkpoint.atomic_write_text(header + to_yaml(cfg), folder / "config.yaml")
+        write_config(folder, cfg)
         return str(folder)
 
     if ctx is None:
@@ -371,6 +370,54 @@ def start(cfg: Config, ctx: distributed.Context | None = None, log=print) -> Run
     _on_main(ctx, run.save)
     _on_main(ctx, lambda: checkpoint.write_latest(parent, run_dir))
     return run
+
+
+#: What a resumed run keeps: its data (the splits, whose validation set ``best.pt`` was chosen
+#: on) and its model. Where the data is read from may change (the same data), and so may
+#: ``data.limit``, which takes the first N training examples after the split.
+KEPT_ON_RESUME = ("data.", "model.")
+MOVABLE_ON_RESUME = ("data.root", "data.mirror", "data.path", "data.limit")
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_resume(saved: Config, cfg: Config) -> None:
+    """Refuse, in one line, overrides that a resumed run cannot take: another dataset, split or
+    model (the checkpoint's weights and the validation set of ``best.pt`` belong to them), or
+    a switch between ``svi`` and the torch engines (Pyro's optimizer state and torch's are
+    stored differently)."""
+    old, new = _flat(to_dict(saved)), _flat(to_dict(cfg))
+    for key in sorted(set(old) | set(new)):
+        if key.startswith(KEPT_ON_RESUME) and key not in MOVABLE_ON_RESUME \
+                and old.get(key) != new.get(key):
+            raise PyrovaeError(
+                f"cannot resume with {key}={new.get(key)!r}: the run was trained with "
+                f"{key}={old.get(key)!r}, and its data and model stay as they were; drop the "
+                "override, or start a new run with python -m pyrovae.fit"
+            )
+    engines = saved.train.engine, cfg.train.engine
+    if (engines[0] == "svi") != (engines[1] == "svi"):
+        others = "train.engine=torch, traced, compiled or auto" if engines[0] != "svi" \
+            else "train.engine=svi"
+        raise PyrovaeError(
+            f"train.engine={engines[1]} cannot continue a run trained with "
+            f"train.engine={engines[0]}: Pyro's optimizer state and torch's are stored "
+            f"differently; resume with {others}"
+        )
+
+
+def write_config(folder: Path, cfg: Config) -> None:
+    """The run's effective config, ``config.yaml``, headed by where its data comes from."""
+    header = f"# data_source: {data_source(cfg)}\n"
+    checkpoint.atomic_write_text(header + to_yaml(cfg), folder / "config.yaml")
 
 
 def resume(run_dir: str | Path, overrides: list[str] | tuple = (),
@@ -399,7 +446,9 @@ def resume(run_dir: str | Path, overrides: list[str] | tuple = (),
     else:
         state, folder, note = ctx.broadcast(ctx.agree(read if ctx.main else lambda: None))
     run_dir = Path(folder)
-    cfg = _all(ctx, lambda: apply_overrides(from_dict(state["config"]), overrides))
+    saved = _all(ctx, lambda: from_dict(state["config"]))
+    cfg = _all(ctx, lambda: apply_overrides(saved, overrides))
+    _all(ctx, lambda: check_resume(saved, cfg))
     threads = choose_threads(cfg.train.threads, saved=state.get("threads"),
                              log=log if ctx is None or ctx.main else _silent)
     device = _run_device(cfg, ctx)
@@ -410,8 +459,13 @@ def resume(run_dir: str | Path, overrides: list[str] | tuple = (),
     steps = _all(ctx, lambda: stepper(cfg, vae))
     steps.load_state_dict(state["optim"])
     generator = torch.Generator(device=device)
+    moved = torch.device(state.get("device", "cpu")).type != device.type
     checkpoint.set_rng_state(state["rng"], generator)
-    if ctx is not None and device.type == "cuda" and "cuda" in state["rng"]:
+    if moved and (ctx is None or ctx.main):
+        log(f"note: the run was trained on {state.get('device')} and continues on {device}: the "
+            "same model and optimizer, but other random streams, so its numbers will not be "
+            "those of an uninterrupted run")
+    if ctx is not None and device.type == "cuda" and "cuda" in state["rng"] and not moved:
         # every rank continues the random stream of the device that saved the run
         saved = torch.device(state.get("device", "cuda:0")).index or 0
         torch.cuda.set_rng_state(state["rng"]["cuda"][saved], device=device)
@@ -419,6 +473,7 @@ def resume(run_dir: str | Path, overrides: list[str] | tuple = (),
               list(state["metrics"]), state["best_valid"], threads=threads,
               origin=f"resumed: {note}" if note else "resumed", dist=ctx)
     _data_parallel(run)
+    _on_main(ctx, lambda: write_config(run_dir, cfg))  # the overrides included
     return run
 
 

@@ -71,9 +71,12 @@ def decoded_mean(vae: VAE, z: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def prior_samples(vae: VAE, n: int = 64, seed: int = 0) -> torch.Tensor:
-    """``n`` draws z ~ p(z) after ``torch.manual_seed(seed)``, decoded to E[x|z]."""
-    torch.manual_seed(seed)
-    z = vae.prior().sample((n,))
+    """``n`` draws z ~ p(z) after ``torch.manual_seed(seed)``, decoded to E[x|z]. The global
+    random state is restored afterwards: drawn between epochs (TensorBoard's sample grids), the
+    grid leaves the training noise, and a resumed run's, as they were."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        z = vae.prior().sample((n,))
     return decoded_mean(vae, z)
 
 

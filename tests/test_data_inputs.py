@@ -52,6 +52,24 @@ def test_npy_vectors_round_trip_and_seed(tmp_path: Path) -> None:
     assert _is_binary(dyn.test) and _is_binary(dyn.valid) and not _is_binary(dyn.train)
 
 
+def test_runs_with_other_seeds_share_their_valid_and_test_sets(tmp_path: Path) -> None:
+    """pyrovae.fit's data for folder/npy data does not depend on train.seed: a run with another
+    seed is scored on the same test set, and never trains on another run's test data."""
+    from pyrovae.config import load_config
+    from pyrovae.fit import load_splits
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(1).random((100, 5), dtype=np.float32))
+
+    def splits(seed: int) -> Splits:
+        cfg = load_config(None, ["data.name=npy", f"data.path={tmp_path / 'v.npy'}",
+                                 "data.binarize=none", f"train.seed={seed}"])
+        return load_splits(cfg, torch.device("cpu"))
+
+    a, b = splits(0), splits(1)
+    assert torch.equal(a.test, b.test) and torch.equal(a.valid, b.valid)
+    assert torch.equal(a.train, b.train)
+
+
 def test_npy_rejects_bad_arrays(tmp_path: Path) -> None:
     x = np.zeros((10, 4), dtype=np.float32)
     x[1, 2] = np.nan

@@ -299,6 +299,9 @@ def test_busy_cores_sees_a_busy_process():
     (["--resume", "runs/x", "--config", "configs/mnist.yaml"], "drop --config"),
     (["--resume", "RUN", "epochs"], "bad override 'epochs'"),
     (["--resume", "RUN", "train.epoch=3"], "unknown config key 'train.epoch'"),
+    (["--resume", "RUN", "data.valid_size=2000"], "cannot resume with data.valid_size=2000"),
+    (["--resume", "RUN", "model.z_dim=10"], "cannot resume with model.z_dim=10"),
+    (["--resume", "RUN", "train.engine=svi"], "train.engine=svi cannot continue"),
     (["data.binarize=none", "data.limit=100"], "binarize"),
     (["data.name=npy"], "data.path"),
     (["data.name=folder", "data.path=no/such/folder"], "no/such/folder"),
@@ -376,6 +379,22 @@ def test_a_resumed_run_trains_at_the_rate_of_its_new_schedule(engine, mirror, da
     recorded = [float(r["lr"]) for r in _metrics(run_dir)[2:]]
     assert recorded == [pytest.approx(2.5e-4)]
     assert used == [{lr} for lr in recorded]
+    assert load_config(run_dir / "config.yaml").train.epochs == 3  # the effective config
+
+
+def test_a_run_moved_from_a_gpu_continues_on_the_cpu(mirror, data_root, tmp_path):
+    """A checkpoint whose batch generator was a CUDA one (16 bytes of state; simulated) resumes
+    on the CPU, saying that its random streams differ."""
+    run_dir = _fit([*SMALL, "data.limit=300", f"data.root={data_root}", "train.epochs=1"],
+                   tmp_path)
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    state["rng"]["batches"] = torch.arange(16, dtype=torch.uint8)
+    state["device"] = "cuda:0"
+    torch.save(state, run_dir / "checkpoint.pt")
+    lines = []
+    fit.fit(resume_dir=run_dir, overrides=["train.epochs=2"], log=lines.append)
+    assert [r["epoch"] for r in _metrics(run_dir)] == ["1", "2"]
+    assert any("trained on cuda:0 and continues on cpu" in line for line in lines)
 
 
 @pytest.mark.cuda

@@ -32,6 +32,19 @@ def test_tensorboard_holds_every_epochs_metrics_and_samples(mirror, data_root, t
     assert [e.step for e in events.Images("samples")] == [1, 2]
 
 
+def test_tensorboard_leaves_the_training_as_it_was(mirror, data_root, tmp_path):
+    """The sample grid drawn after each epoch does not touch the training noise: with and
+    without TensorBoard a run's metrics are the same numbers (their seconds aside)."""
+    def numbers(tensorboard: str, name: str) -> list[dict]:
+        run = fit.fit(load_config(None, [*TINY, f"data.root={data_root}", f"run_dir={tmp_path}",
+                                         f"run_name={name}", f"train.tensorboard={tensorboard}"]),
+                      log=lambda *a: None)
+        with open(run / "metrics.csv") as f:
+            return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+
+    assert numbers("true", "with") == numbers("false", "without")
+
+
 def test_missing_tensorboard_is_one_line_before_training(mirror, data_root, tmp_path,
                                                          monkeypatch):
     real_import = builtins.__import__

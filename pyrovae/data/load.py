@@ -43,7 +43,9 @@ def load_data(
     'static' (all drawn once with a fixed seed), or 'none'.
     valid_size: number (int) or fraction (float) of examples held out for validation; default
     the last 10000 training examples for torchvision datasets, 10% for folder/npy.
-    seed: seed of the one fixed shuffle of folder/npy data before splitting.
+    seed: seed of the one fixed shuffle of folder/npy data before splitting (``pyrovae.fit``
+        keeps the default for every run, whatever ``train.seed``: runs with different seeds
+        share their validation and test sets, and no run trains on another's test data).
     device: where the three tensors live; they are moved there once.
 
     binarized_mnist is already binary: binarize may be 'static' or 'none' (the data are used
