@@ -42,17 +42,24 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     return Path(path)
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` with fsync, atomically."""
+def _synced(write: Callable[[Any], Any]) -> Callable[[Path], None]:
+    """``write(file)`` into the temporary path, flushed to the disk before the rename, so that
+    after a crash of the machine the file is the old one or the new one, never an empty one."""
 
-    def write(tmp: Path) -> None:
+    def to(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
 
-    return atomic_write(path, write)
+    return to
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` with fsync, atomically."""
+    return atomic_write(path, _synced(lambda f: torch.save(obj, f)))
 
 
 def atomic_write_text(text: str, path: str | Path) -> Path:
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    """``text`` (UTF-8) with fsync, atomically."""
+    return atomic_write(path, _synced(lambda f: f.write(text.encode("utf-8"))))
