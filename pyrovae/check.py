@@ -482,6 +482,9 @@ def _names(value: str | None, choices: list[str], kind: str) -> list[str]:
     from pyrovae.errors import choice_error
 
     names = [v.strip() for v in value.split(",") if v.strip()] if value else []
+    if value is not None and not names:
+        raise PyrovaeError(f"--{kind}s names no {kind} ({value!r}): give comma-separated names "
+                           f"from {', '.join(choices)}, or leave it out to check all")
     for name in names:
         if name not in choices:
             raise choice_error(kind, name, choices)
@@ -515,10 +518,15 @@ def check_all(args) -> list[Check]:
     except ValueError:
         raise PyrovaeError(f"--particles takes comma-separated whole numbers such as "
                            f"10,100,1000, got {args.particles!r}") from None
-    if (min(particles) < 2 or args.examples < 1 or args.gradient_repeats < 2
-            or args.replicates < 2):
-        raise PyrovaeError("--particles must all be >= 2, --examples >= 1, --gradient-repeats "
-                           ">= 2 and --replicates >= 2")
+    least_values = (("--particles", min(particles), 2), ("--examples", args.examples, 1),
+                    ("--gradient-repeats", args.gradient_repeats, 2),
+                    ("--replicates", args.replicates, 2), ("--train-steps", args.train_steps, 0))
+    for flag, value, least in least_values:
+        if value < least:
+            every = "all " if flag == "--particles" else ""
+            raise PyrovaeError(f"{flag} must {every}be >= {least}, got {value}")
+    if not 0 <= args.seed < 2**32:
+        raise PyrovaeError(f"--seed must be between 0 and 2**32 - 1, got {args.seed}")
     if not 0 < args.alpha < 1:
         raise PyrovaeError(f"--alpha is a probability between 0 and 1 (such as 0.01), "
                            f"got {args.alpha!r}")

@@ -20,6 +20,7 @@ import pickle
 import random
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -103,6 +104,20 @@ def versions(parent: Path) -> list[Path]:
     return sorted(runs, key=lambda p: (version_number(p) >= 0, version_number(p), when(p)))
 
 
+def is_latest_file(latest: Path) -> bool:
+    """Whether ``latest`` is what :func:`write_latest` writes: a small text file of one line
+    naming a folder beside it (or a ``version_N`` folder since removed)."""
+    if not latest.is_file() or latest.stat().st_size > 4096:
+        return False
+    try:
+        lines = latest.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    if len(lines) != 1 or lines[0] in ("", ".", "..") or "/" in lines[0]:
+        return False
+    return (latest.parent / lines[0]).is_dir() or version_number(Path(lines[0])) >= 0
+
+
 def write_latest(parent: Path, run: Path) -> None:
     """Point ``parent/latest`` (a text file holding the run folder's name) at ``run``,
     atomically."""
@@ -168,9 +183,11 @@ def read(path: str | Path, log: Callable[[str], None] | None = None) -> dict:
     ``log`` says which."""
     path = _find(path, log)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on legacy pickle files: the error says it
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower():
+        if re.search(r"GLOBAL [\w.]+", str(err), re.IGNORECASE):  # objects, not damage
             raise _refused(path, err) from None
         raise _unreadable(path, err) from None
     except Exception as err:
@@ -182,7 +199,8 @@ def read(path: str | Path, log: Callable[[str], None] | None = None) -> dict:
 
 def _unreadable(path: Path, err: Exception) -> PyrovaeError:
     return PyrovaeError(f"{path} is not a readable pyrovae checkpoint ({type(err).__name__}): "
-                        f"it may be truncated; use the run's other checkpoint")
+                        f"it may be truncated or damaged, or not written by torch.save; use the "
+                        f"run's other checkpoint")
 
 
 def convert(path: str | Path, out: str | Path | None = None) -> Path:
@@ -236,8 +254,48 @@ def load(path: str | Path, device: str | torch.device = "cpu",
         raise PyrovaeError(f"device {str(device)!r} but no CUDA GPU is available: use cpu")
     ckpt = read(path, log)
     cfg = from_dict(ckpt["config"])
-    vae = build(cfg, ckpt["x_shape"])
-    vae.load_state_dict(ckpt["model"])
-    vae.beta = 1.0
+    vae = build_trained(cfg, ckpt, path)
     vae.config = cfg
     return vae.to(device).eval()
+
+
+#: What ``--resume`` reads from a ``checkpoint.pt`` besides the model and config, by type.
+RESUMED = {"optim": dict, "rng": dict, "metrics": list, "epoch": int, "step": int,
+           "best_valid": (int, float)}
+RNG_STATES = ("torch", "python", "numpy", "batches")
+
+
+def check_resumable(ckpt: dict, path: str | Path) -> None:
+    """A one-line error unless ``ckpt`` holds what a resumed run needs (an edited or damaged
+    ``checkpoint.pt``, or a ``best.pt``, which keeps no optimizer or random state)."""
+    for key, kind in RESUMED.items():
+        value = ckpt.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise PyrovaeError(f"{path} cannot be resumed: its {key!r} is missing or not a "
+                               f"{getattr(kind, '__name__', 'number')}; the file is damaged "
+                               f"or is not a {CHECKPOINT}")
+    missing = [k for k in RNG_STATES if k not in ckpt["rng"]]
+    if missing or ckpt["epoch"] < 0 or ckpt["step"] < 0:
+        raise PyrovaeError(f"{path} cannot be resumed: its random states or epoch count are "
+                           "damaged; start a new run from its best.pt weights instead")
+
+
+def build_trained(cfg: Config, ckpt: dict, path: str | Path) -> VAE:
+    """The VAE of ``cfg`` with the weights of ``ckpt``; a checkpoint whose weights or example
+    shape do not fit its config (edited, or damaged) is a one-line error."""
+    shape = ckpt.get("x_shape")
+    if not isinstance(shape, (list, tuple)) or not shape \
+            or not all(isinstance(n, int) and n > 0 for n in shape):
+        raise PyrovaeError(f"{path}: its example shape x_shape={shape!r} is missing or not a "
+                           "list of positive sizes; the file is damaged, use the run's other "
+                           "checkpoint")
+    try:
+        vae = build(cfg, shape)
+        vae.load_state_dict(ckpt["model"])
+    except PyrovaeError as err:
+        raise PyrovaeError(f"{path}: {err}") from None
+    except (RuntimeError, TypeError, KeyError, ValueError, AttributeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise PyrovaeError(f"{path}: its weights do not fit its config ({first}); the file was "
+                           "edited or is damaged, use the run's other checkpoint") from None
+    return vae

@@ -33,6 +33,7 @@ checkpoints) load as they are.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -335,7 +336,9 @@ def _one_line(err: OmegaConfBaseException, source: str) -> PyrovaeError:
     if "not in" in msg or "Key '" in msg and "not" in msg:
         section = key.rsplit(".", 1)[0] if "." in key else ""
         valid = _valid_keys(section)
-        return PyrovaeError(f"unknown config key {key!r} in {source}; valid keys"
+        close = difflib.get_close_matches(key.rsplit(".", 1)[-1], valid, n=1)
+        hint = f"did you mean {(section + '.' if section else '') + close[0]!r}? " if close else ""
+        return PyrovaeError(f"unknown config key {key!r} in {source}; {hint}valid keys"
                             f"{' under ' + section if section else ''}: {', '.join(valid)}")
     return PyrovaeError(f"bad config value for {key or '?'} in {source}: {msg}")
 
@@ -513,7 +516,12 @@ def _split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict]:
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Defaults <- YAML file (default ``configs/mnist.yaml``) <- ``key=value`` overrides."""
+    if path is not None and str(path).strip() == "":
+        raise PyrovaeError("--config was given an empty path: name a YAML file (see the configs/ "
+                           "folder), or leave --config out for configs/mnist.yaml")
     path = Path(path) if path is not None else DEFAULT_CONFIG
+    if path.is_dir():
+        raise PyrovaeError(f"config file {str(path)!r} is a folder: name a YAML file in it")
     if not path.is_file():
         raise PyrovaeError(f"config file {str(path)!r} not found: pass --config with an existing "
                            f"YAML file (see the configs/ folder)")
@@ -521,9 +529,14 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         loaded = OmegaConf.load(path)
     except Exception as err:  # YAML syntax errors come in many types
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise PyrovaeError(f"{path} is not valid YAML: {first}") from None
+        problem, mark = getattr(err, "problem", None), getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise PyrovaeError(f"{path} is not valid YAML{where}: {problem or first}") from None
     if not isinstance(loaded, DictConfig):
         raise PyrovaeError(f"{path} must hold a YAML mapping of config sections")
+    if not loaded:
+        raise PyrovaeError(f"{path} is empty: give it the config sections (data, model, train), "
+                           "e.g. by copying configs/mnist.yaml")
     return _merge(loaded, str(path), overrides)
 
 

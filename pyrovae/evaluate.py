@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from pyrovae import checkpoint, cli, diagnostics, objectives, plots
 from pyrovae.errors import PyrovaeError
+from pyrovae.files import check_writable
 from pyrovae.fit import choose_threads, load_splits, resolve_device
 from pyrovae.model import VAE
 
@@ -263,7 +264,9 @@ def evaluate(run_dir: str | Path, opts: Options | None = None, log=cli.log) -> d
     if note is not None and log is not None:
         log(f"pyrovae.evaluate: using {source}, {note}")
     run_dir = source if source.is_dir() else source.parent
-    device = resolve_device(opts.device)
+    check_writable(run_dir, f"evaluate writes {RESULTS} and its figures into the run folder; "
+                   "make it writable, or copy the run folder and evaluate the copy")
+    device = resolve_device(opts.device, "--device ")
     vae = checkpoint.load(source, device, log=None)
     splits = load_splits(vae.config, device)
     x = splits.test if opts.limit is None else splits.test[: opts.limit]

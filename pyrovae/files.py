@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from pyrovae.errors import PyrovaeError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -24,7 +26,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix) to write; on success it replaces
     ``path`` with the usual permissions (0666 less the umask); on failure it is removed."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    except OSError as err:
+        raise PyrovaeError(f"cannot write {path} ({err.strerror or type(err).__name__}): make "
+                           f"{path.parent} writable, or write elsewhere") from None
     os.close(fd)
     tmp = Path(name)
     try:
@@ -33,6 +39,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_writable(folder: str | Path, why: str) -> None:
+    """A one-line error, before any work, when no file can be made in ``folder``; ``why`` says
+    what would be written there and what to do."""
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".pyrovae-can-write.")
+    except OSError as err:
+        raise PyrovaeError(f"cannot write in {folder} ({err.strerror or type(err).__name__}): "
+                           f"{why}") from None
+    os.close(fd)
+    os.unlink(name)
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:

@@ -54,6 +54,7 @@ from pyrovae.config import (
 )
 from pyrovae.data import Splits, load_data
 from pyrovae.errors import PyrovaeError
+from pyrovae.files import check_writable
 from pyrovae.model import VAE
 from pyrovae.optim import SVIStepper, TorchStepper, make_stepper, resolve_engine
 
@@ -65,13 +66,14 @@ METRICS = ("epoch", "train_objective", "valid_elbo", "test_elbo", "kl", "recon",
            "seconds")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when there is a GPU, else the CPU; ``cuda`` without one is an error."""
+def resolve_device(name: str, key: str = "train.device=") -> torch.device:
+    """``auto`` is CUDA when there is a GPU, else the CPU; ``cuda`` without one is an error
+    naming the setting ``key`` (``train.device=``, or a command's ``--device ``)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PyrovaeError(f"train.device={name} but no CUDA GPU is available: use "
-                           "train.device=auto or cpu")
+        raise PyrovaeError(f"{key}{name} but no CUDA GPU is available: use {key}auto or "
+                           f"{key}cpu")
     return torch.device(name)
 
 
@@ -304,6 +306,11 @@ def check_run_parent(parent: Path, run_name: str | None = None) -> None:
             f"run_dir {parent} is itself a run folder (it holds {checkpoint.CHECKPOINT}): new "
             f"runs go into run_dir/version_N, so choose another run_dir=... (such as "
             f"{parent.parent}), or continue this run with --resume {parent}")
+    latest = parent / checkpoint.LATEST
+    if latest.exists() and not checkpoint.is_latest_file(latest):
+        raise PyrovaeError(f"{latest} is not pyrovae's pointer to the latest run (a one-line "
+                           "file naming a run folder beside it) and would be replaced: move it, "
+                           "or choose another run_dir=...")
     if run_name is not None:
         folder = parent / run_name
         if folder.exists() and not folder.is_dir():
@@ -312,6 +319,9 @@ def check_run_parent(parent: Path, run_name: str | None = None) -> None:
             raise PyrovaeError(f"{folder} already holds a run: continue it with --resume "
                                f"{folder}, or choose another run_name=... (or none: a new "
                                f"{parent}/version_N)")
+        if folder.is_dir() and any(folder.iterdir()):
+            raise PyrovaeError(f"{folder} already holds files, which a run would replace: "
+                               "choose another run_name=..., or move them")
 
 
 def new_run_folder(parent: Path, run_name: str | None = None) -> Path:
@@ -373,9 +383,9 @@ def start(cfg: Config, ctx: distributed.Context | None = None, log=print) -> Run
 
 
 #: What a resumed run keeps: its data (the splits, whose validation set ``best.pt`` was chosen
-#: on) and its model. Where the data is read from may change (the same data), and so may
-#: ``data.limit``, which takes the first N training examples after the split.
-KEPT_ON_RESUME = ("data.", "model.")
+#: on), its model and its folder. Where the data is read from may change (the same data), and
+#: so may ``data.limit``, which takes the first N training examples after the split.
+KEPT_ON_RESUME = ("data.", "model.", "run_dir", "run_name")
 MOVABLE_ON_RESUME = ("data.root", "data.mirror", "data.path", "data.limit")
 
 
@@ -390,18 +400,18 @@ def _flat(data: dict, prefix: str = "") -> dict:
 
 
 def check_resume(saved: Config, cfg: Config) -> None:
-    """Refuse, in one line, overrides that a resumed run cannot take: another dataset, split or
-    model (the checkpoint's weights and the validation set of ``best.pt`` belong to them), or
-    a switch between ``svi`` and the torch engines (Pyro's optimizer state and torch's are
-    stored differently)."""
+    """Refuse, in one line, overrides that a resumed run cannot take: another dataset, split,
+    model or run folder (the checkpoint's weights and the validation set of ``best.pt`` belong
+    to them), or a switch between ``svi`` and the torch engines (Pyro's optimizer state and
+    torch's are stored differently)."""
     old, new = _flat(to_dict(saved)), _flat(to_dict(cfg))
     for key in sorted(set(old) | set(new)):
         if key.startswith(KEPT_ON_RESUME) and key not in MOVABLE_ON_RESUME \
                 and old.get(key) != new.get(key):
             raise PyrovaeError(
                 f"cannot resume with {key}={new.get(key)!r}: the run was trained with "
-                f"{key}={old.get(key)!r}, and its data and model stay as they were; drop the "
-                "override, or start a new run with python -m pyrovae.fit"
+                f"{key}={old.get(key)!r}, and a resumed run keeps its data, model and folder; "
+                "drop the override, or start a new run with python -m pyrovae.fit"
             )
     engines = saved.train.engine, cfg.train.engine
     if (engines[0] == "svi") != (engines[1] == "svi"):
@@ -439,13 +449,18 @@ def resume(run_dir: str | Path, overrides: list[str] | tuple = (),
         if not path.is_file():
             raise PyrovaeError(f"nothing to resume: {path} does not exist (start a new run "
                                "with python -m pyrovae.fit)")
-        return checkpoint.read(path), str(folder), note or ""
+        state = checkpoint.read(path)
+        checkpoint.check_resumable(state, path)
+        return state, str(folder), note or ""
 
     if ctx is None:
         state, folder, note = read()
     else:
         state, folder, note = ctx.broadcast(ctx.agree(read if ctx.main else lambda: None))
     run_dir = Path(folder)
+    _on_main(ctx, lambda: check_writable(run_dir, "a resumed run writes its checkpoints there; "
+                                         "make it writable, or copy the run folder and resume "
+                                         "the copy"))
     saved = _all(ctx, lambda: from_dict(state["config"]))
     cfg = _all(ctx, lambda: apply_overrides(saved, overrides))
     _all(ctx, lambda: check_resume(saved, cfg))
@@ -453,14 +468,23 @@ def resume(run_dir: str | Path, overrides: list[str] | tuple = (),
                              log=log if ctx is None or ctx.main else _silent)
     device = _run_device(cfg, ctx)
     splits = load_splits(cfg, device, ctx)
-    vae = checkpoint.build(cfg, splits.x_shape).to(device)
-    vae.load_state_dict(state["model"])
+    path = run_dir / checkpoint.CHECKPOINT
+    vae = _all(ctx, lambda: checkpoint.build_trained(cfg, state, path)).to(device)
     _all(ctx, lambda: check_data(vae, splits))
     steps = _all(ctx, lambda: stepper(cfg, vae))
-    steps.load_state_dict(state["optim"])
+    try:
+        steps.load_state_dict(state["optim"])
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as err:
+        raise PyrovaeError(f"{path}: its optimizer state does not fit the model "
+                           f"({type(err).__name__}); the file is damaged, start a new run") \
+            from None
     generator = torch.Generator(device=device)
     moved = torch.device(state.get("device", "cpu")).type != device.type
-    checkpoint.set_rng_state(state["rng"], generator)
+    try:
+        checkpoint.set_rng_state(state["rng"], generator)
+    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as err:
+        raise PyrovaeError(f"{path}: its random states are damaged ({type(err).__name__}); "
+                           "start a new run") from None
     if moved and (ctx is None or ctx.main):
         log(f"note: the run was trained on {state.get('device')} and continues on {device}: the "
             "same model and optimizer, but other random streams, so its numbers will not be "
@@ -594,9 +618,10 @@ def write_figures(run: Run) -> list[Path]:
     paths = [
         plots.samples(vae, out / "samples.png", seed=run.cfg.train.seed),
         plots.reconstructions(vae, test, out / "reconstructions.png"),
-        plots.interpolation(vae, test, out / "interpolation.png"),
         plots.elbo_curves(run.metrics, out / "elbo.png"),
     ]
+    if test.shape[0] >= 2:  # a line between two test examples' codes
+        paths.append(plots.interpolation(vae, test, out / "interpolation.png"))
     if vae.z_dim == 2:
         paths.append(plots.manifold(vae, out / "manifold.png"))
     return paths
@@ -636,7 +661,10 @@ def _fit(cfg: Config | None, resume_dir: str | Path | None, overrides, log,
         b, w = run.cfg.train.batch_size, ctx.world_size
         log(f"data-parallel over {w} ranks ({dist_backend()}): train.batch_size={b} is the "
             f"global batch, {b // w} examples per rank per step")
-    train(run, log)
+    try:
+        train(run, log)
+    except KeyboardInterrupt:
+        raise Interrupted(run.run_dir) from None
     if not run.main:
         return run.run_dir
     paths = write_figures(run)
@@ -652,6 +680,14 @@ def dist_backend() -> str:
     import torch.distributed as dist
 
     return dist.get_backend() if dist.is_initialized() else "none"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during training, with the folder of the run to resume."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
 
 
 class Stopped(Exception):
@@ -680,6 +716,9 @@ def main(argv: list[str] | None = None) -> int:
         if distributed.launched():
             ctx = distributed.init()
             signal.signal(signal.SIGTERM, _stop)
+        if args.resume is not None and not args.resume.strip():
+            raise PyrovaeError("--resume was given an empty path: name the run folder to "
+                               "continue (or its run_dir)")
         if args.resume and args.config:
             raise PyrovaeError("--resume continues a run with its saved config: drop --config")
         cfg = None if args.resume else _all(ctx, lambda: load_config(args.config, args.overrides))
@@ -697,10 +736,11 @@ def main(argv: list[str] | None = None) -> int:
             cli.print_error(err, prefix=f"rank {ctx.rank}: ")
         distributed.close(ctx)
         return cli.USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # the newline ends the progress bar's line
         if ctx is None or ctx.main:
-            print("\ninterrupted: the last epoch's checkpoint is kept; continue with "
-                  "python -m pyrovae.fit --resume RUN_DIR", file=sys.stderr)
+            folder = err.run_dir if isinstance(err, Interrupted) else "RUN_DIR"
+            print(f"\ninterrupted: the last epoch's checkpoint is kept; continue with "
+                  f"python -m pyrovae.fit --resume {folder}", file=sys.stderr)
         return cli.INTERRUPTED
     except (Stopped, torch.distributed.DistError) as err:
         what = "stopped by torchrun" if isinstance(err, Stopped) else \

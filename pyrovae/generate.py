@@ -24,7 +24,7 @@ from torchvision.utils import save_image
 from pyrovae import cli, plots
 from pyrovae.checkpoint import load, resolve_run
 from pyrovae.errors import PyrovaeError
-from pyrovae.files import atomic_write
+from pyrovae.files import atomic_write, check_writable
 from pyrovae.model import VAE
 
 #: The short side of a written image is enlarged to at least this many pixels.
@@ -34,8 +34,14 @@ MIN_SIDE = 256
 def parse_z(text: str, z_dim: int) -> torch.Tensor:
     """A comma-separated latent vector of exactly ``z_dim`` finite numbers, as a (1, z_dim)
     batch."""
+    fields = text.replace(" ", "").split(",")
+    if len(fields) > 1 and fields[-1] == "":
+        fields.pop()  # a trailing comma
+    if "" in fields:
+        raise PyrovaeError(f"--z has an empty field in {text!r} (two commas in a row?): give "
+                           f"exactly {z_dim} comma-separated numbers")
     try:
-        values = [float(v) for v in text.replace(" ", "").split(",") if v != ""]
+        values = [float(v) for v in fields]
     except ValueError:
         raise PyrovaeError(f"--z must be comma-separated numbers, got {text!r}") from None
     if len(values) != z_dim:
@@ -62,6 +68,10 @@ def decode_to_png(vae: VAE, z: torch.Tensor, path: str | Path,
     images = plots.decoded_mean(vae, z.to(next(vae.parameters())))
     grid = enlarge(plots.image_grid(images, vae.x_shape, nrow=min(8, z.shape[0])), min_side)
     return atomic_write(path, lambda tmp: save_image(grid, tmp, format="png"))
+
+
+#: The most samples one grid holds (``--n``).
+MAX_SAMPLES = 10_000
 
 
 def free_name(folder: Path, stem: str = "generated") -> Path:
@@ -107,13 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     if note is not None:
         cli.log(f"pyrovae.generate: using {run}, {note}")
     out = output_path(args.out, run, args.force)
+    check_writable(out.parent, "make it writable, or choose another --out")
     vae = load(run, log=None)
     if args.z is not None:
         z = parse_z(args.z, vae.z_dim)
     else:
         n = 64 if args.n is None else args.n
-        if n < 1:
-            raise PyrovaeError(f"--n must be >= 1, got {n}")
+        if not 1 <= n <= MAX_SAMPLES:
+            raise PyrovaeError(f"--n must be between 1 and {MAX_SAMPLES:,} (one image grid), got "
+                               f"{n}: for more, run generate several times with other --seed")
         if not 0 <= args.seed < 2**63:
             raise PyrovaeError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
         torch.manual_seed(args.seed)

@@ -111,7 +111,10 @@ def manifold(vae: VAE, path: str | Path, steps: int = 20) -> Path:
 @torch.no_grad()
 def interpolation(vae: VAE, x: torch.Tensor, path: str | Path, pairs: int = 8,
                   steps: int = 10) -> Path:
-    """Decoded straight lines z = (1 - t) loc(x_a) + t loc(x_b), one row per pair of examples."""
+    """Decoded straight lines z = (1 - t) loc(x_a) + t loc(x_b), one row per pair of examples
+    (two at least)."""
+    if x.shape[0] < 2:
+        raise ValueError("an interpolation needs two examples or more")
     pairs = max(1, min(pairs, x.shape[0] // 2))
     loc, _ = vae.encoder(x[: 2 * pairs])
     a, b = loc[:pairs], loc[pairs: 2 * pairs]

@@ -5,8 +5,10 @@ can be converted, and the RNG states survive the round trip exactly."""
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import shlex
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +135,66 @@ def test_a_real_run_is_plain_data_and_loads(small_run):
     ckpt = checkpoint.read(small_run / checkpoint.CHECKPOINT)
     assert {"model", "optim", "rng", "config", "epoch"} <= set(ckpt)
     assert checkpoint.load(small_run).z_dim == 4
+
+
+def _set(ckpt: dict, dotted: str, value) -> None:
+    *path, last = dotted.split(".")
+    for key in path:
+        ckpt = ckpt[key]
+    if value is _DROP:
+        del ckpt[last]
+    else:
+        ckpt[last] = value
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("config.model.z_dim", 16, "its weights do not fit its config"),
+    ("x_shape", _DROP, "x_shape=None is missing"),
+    ("x_shape", (3, 5), "its weights do not fit its config"),
+    ("x_shape", [0, -1], "is missing or not a list of positive sizes"),
+    ("model", 5, "its weights do not fit its config"),
+    ("model", {}, "its weights do not fit its config"),
+])
+def test_an_edited_checkpoint_is_a_one_line_error_when_loaded(small_run, tmp_path, key, value,
+                                                               words):
+    """Plain data that unpickles safely but does not fit together: pyrovae.load (as generate,
+    evaluate and check use it) says so in one line."""
+    ckpt = torch.load(small_run / checkpoint.BEST, weights_only=True)
+    _set(ckpt, key, value)
+    torch.save(ckpt, tmp_path / "edited.pt")
+    with pytest.raises(PyrovaeError, match=words) as err:
+        checkpoint.load(tmp_path / "edited.pt", log=None)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("rng", _DROP), ("optim", _DROP), ("metrics", _DROP), ("epoch", "x"), ("epoch", -1),
+    ("rng", {"torch": 5}),
+])
+def test_an_edited_checkpoint_is_a_one_line_error_when_resumed(small_run, tmp_path, key, value):
+    ckpt = torch.load(small_run / checkpoint.CHECKPOINT, weights_only=True)
+    checkpoint.check_resumable(ckpt, "checkpoint.pt")  # the real one is resumable
+    _set(ckpt, key, value)
+    with pytest.raises(PyrovaeError, match="cannot be resumed"):
+        checkpoint.check_resumable(ckpt, "checkpoint.pt")
+    best = torch.load(small_run / checkpoint.BEST, weights_only=True)
+    with pytest.raises(PyrovaeError, match="cannot be resumed"):
+        checkpoint.check_resumable(best, "best.pt")  # no optimizer, no random states
+
+
+def test_random_bytes_and_a_raw_pickle_are_one_line_errors_without_warnings(tmp_path):
+    """Bytes that are no checkpoint, and an old-style pickle file that would run a command: one
+    line, no torch warning printed before it, and no command run."""
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(4000))
+    marker = tmp_path / "ran"
+    with open(tmp_path / "raw.pt", "wb") as f:
+        pickle.dump({"model": _RunsACommand(marker), "config": {}}, f, protocol=4)
+    for name in ("random.pt", "raw.pt"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a warning would fail the test
+            with pytest.raises(PyrovaeError, match="not a readable pyrovae checkpoint"):
+                checkpoint.read(tmp_path / name)
+    assert not marker.exists()

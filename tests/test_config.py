@@ -77,8 +77,19 @@ def test_bad_files(tmp_path: Path):
     with pytest.raises(PyrovaeError, match="mapping"):
         load_config(bad)
     bad.write_text("model:\n  z_dims: 3\n")
-    with pytest.raises(PyrovaeError, match="unknown config key 'model.z_dims'"):
+    with pytest.raises(PyrovaeError, match="unknown config key 'model.z_dims'.* did you mean "
+                                           "'model.z_dim'"):
         load_config(bad)
+    bad.write_text("train:\n  epochs: 3\n  epochs: 4\n")
+    with pytest.raises(PyrovaeError, match="not valid YAML at line 3, column 3: .*duplicate key"):
+        load_config(bad)
+    bad.write_text("")
+    with pytest.raises(PyrovaeError, match="is empty"):
+        load_config(bad)
+    with pytest.raises(PyrovaeError, match="is a folder"):
+        load_config(tmp_path)
+    with pytest.raises(PyrovaeError, match="empty path"):
+        load_config("")
 
 
 @pytest.mark.parametrize("overrides, option", [

@@ -71,6 +71,16 @@ def test_manifold_for_two_latent_dims(mirror, data_root, tmp_path):
     assert (run / "manifold.png").is_file()
 
 
+def test_a_run_on_three_examples_writes_the_figures_it_can(tmp_path):
+    """One training, one validation and one test example (npy data): the run ends with its
+    figures; the interpolation, which needs two test examples, is left out."""
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((3, 1, 4, 4), dtype=np.float32))
+    run = _fit(["data.name=npy", f"data.path={tmp_path / 'x.npy'}", "train.epochs=1",
+                "train.progress=false", "train.engine=torch", "model.hidden=[8]"], tmp_path)
+    assert (run / "samples.png").is_file() and (run / "reconstructions.png").is_file()
+    assert not (run / "interpolation.png").exists()
+
+
 def _default_sigint() -> None:
     """In the child: SIGINT as in a terminal. A background job of a non-interactive shell (as CI
     may be) inherits SIGINT ignored, and Python then never raises KeyboardInterrupt."""
@@ -139,7 +149,7 @@ def test_ctrl_c_leaves_a_usable_checkpoint(mirror, data_root, tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "--resume" in err
+    assert proc.returncode == 130 and f"--resume {run}" in err
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     assert state["epoch"] >= 1
     vae = pyrovae.load(run / "checkpoint.pt")
@@ -302,6 +312,8 @@ def test_busy_cores_sees_a_busy_process():
     (["--resume", "RUN", "data.valid_size=2000"], "cannot resume with data.valid_size=2000"),
     (["--resume", "RUN", "model.z_dim=10"], "cannot resume with model.z_dim=10"),
     (["--resume", "RUN", "train.engine=svi"], "train.engine=svi cannot continue"),
+    (["--resume", "RUN", "run_dir=elsewhere"], "cannot resume with run_dir"),
+    (["--resume", ""], "--resume was given an empty path"),
     (["data.binarize=none", "data.limit=100"], "binarize"),
     (["data.name=npy"], "data.path"),
     (["data.name=folder", "data.path=no/such/folder"], "no/such/folder"),
@@ -335,6 +347,30 @@ def test_resume_is_exact_under_every_engine(engine, loss, mirror, data_root, tmp
     assert _numbers(split) == _numbers(straight)
     assert [float(r["beta"]) for r in _metrics(split)][-1] == 1.0
     assert float(_metrics(split)[-1]["lr"]) == pytest.approx(1e-3 * 0.9**2)
+
+
+@pytest.mark.parametrize("make, run_name, refused", [
+    (lambda d: (d / "latest").mkdir(parents=True), None, "latest is not pyrovae's pointer"),
+    (lambda d: (d / "latest").write_text("my notes\n"), None, "latest is not pyrovae's pointer"),
+    (lambda d: ((d / "mine").mkdir(), (d / "mine" / "notes.txt").write_text("x")), "mine",
+     "already holds files"),
+    (lambda d: ((d / "version_0").mkdir(), (d / "latest").write_text("version_0\n")), None,
+     None),
+    (lambda d: (d / "latest").write_text("version_3\n"), None, None),  # a removed run
+    (lambda d: (d / "mine").mkdir(), "mine", None),  # an empty folder
+])
+def test_a_new_run_replaces_no_file_it_did_not_write(make, run_name, refused, tmp_path):
+    """Before any work: a run_dir whose `latest` pyrovae did not write, or a run_name folder
+    holding someone's files, is a one-line error; pyrovae's own pointer and empty folders are
+    fine."""
+    parent = tmp_path / "runs"
+    parent.mkdir()
+    make(parent)
+    if refused is None:
+        fit.check_run_parent(parent, run_name)
+    else:
+        with pytest.raises(PyrovaeError, match=refused):
+            fit.check_run_parent(parent, run_name)
 
 
 def _rates(state) -> set[float]:

@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -74,7 +76,11 @@ def test_the_folder_above_the_runs_means_its_latest_run(run, tmp_path, capsys):
     (["--z", "0.1,0.2"], "has 2 numbers but this model's z_dim is 8"),
     (["--z", "a,b"], "comma-separated numbers"),
     (["--z", "nan,1,1,1,1,1,1,1"], "finite"),
-    (["--n", "0"], "--n must be >= 1"),
+    (["--n", "0"], "--n must be between 1 and 10,000"),
+    (["--n", "1000000000"], "--n must be between 1 and 10,000"),
+    (["--z", "1,,1,1,1,1,1,1,1"], "empty field"),
+    pytest.param(["--n", "4", "--out", "/proc/g.png"], "cannot write in /proc",
+                 marks=pytest.mark.skipif(sys.platform != "linux", reason="/proc: Linux")),
     (["--n", "4", "--out", "x.jpg"], ".png"),
     (["--n", "x"], "invalid int value"),
 ])

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import pyrovae
-from pyrovae import check, evaluate, fit, generate
+from pyrovae import check, checkpoint, evaluate, fit, generate
 from pyrovae.checkpoint import atomic_save, write_latest
 from pyrovae.config import Config, TrainConfig, load_config, to_dict, vae_kwargs, validate
 from pyrovae.errors import PyrovaeError
@@ -39,7 +39,10 @@ def runs(tmp_path_factory) -> Path:
     vae = VAE(**vae_kwargs(cfg, (1, 28, 28)))
     state = {"model": vae.state_dict(), "config": to_dict(cfg), "x_shape": (1, 28, 28)}
     atomic_save(state, run / "best.pt")
-    atomic_save(state, run / "checkpoint.pt")
+    resumable = {"optim": fit.stepper(cfg, vae).state_dict(), "metrics": [], "epoch": 0,
+                 "step": 0, "best_valid": float("-inf"),
+                 "rng": checkpoint.rng_state(torch.Generator())}
+    atomic_save({**state, **resumable}, run / "checkpoint.pt")
     write_latest(parent, run)
     (parent / "a_file").write_text("not a folder\n")
     return parent
@@ -286,7 +289,9 @@ COMMANDS = [
     ("generate", ["RUNS", "--z", "0.1,0.2"], "has 2 numbers but this model's z_dim is 4"),
     ("generate", ["RUNS", "--z", "a,b"], "comma-separated numbers"),
     ("generate", ["RUNS", "--z", "nan,1,1,1"], "finite"),
-    ("generate", ["RUNS", "--n", "0"], "--n must be >= 1"),
+    ("generate", ["RUNS", "--n", "0"], "--n must be between 1 and 10,000"),
+    ("generate", ["RUNS", "--n", "1000000000"], "--n must be between 1 and 10,000"),
+    ("generate", ["RUNS", "--z", "1,,1,1"], "empty field"),
     ("generate", ["RUNS", "--n", "two"], "invalid int value"),
     ("generate", ["RUNS", "--n", "2", "--z", "1,1,1,1"], "not allowed with argument"),
     ("generate", ["RUNS", "--seed", "-1"], "--seed"),
@@ -295,8 +300,12 @@ COMMANDS = [
     ("generate", ["RUNS", "--out", "RUNS/a_file.png"], "exists: choose another --out"),
     ("generate", ["RUNS/nope"], "does not exist"),
     # check: the options are checked before any data is loaded
-    ("check", ["--examples", "0"], "--examples >= 1"),
-    ("check", ["--particles", "1,10"], "--particles must all be >= 2"),
+    ("check", ["--examples", "0"], "--examples must be >= 1, got 0"),
+    ("check", ["--particles", "1,10"], "--particles must all be >= 2, got 1"),
+    ("check", ["--replicates", "1"], "--replicates must be >= 2, got 1"),
+    ("check", ["--train-steps", "-5"], "--train-steps must be >= 0, got -5"),
+    ("check", ["--seed", "-1"], "--seed must be between 0 and 2**32 - 1"),
+    ("check", ["--priors", ",,,"], "--priors names no prior"),
     ("check", ["--particles", "ten"], "--particles takes comma-separated whole numbers"),
     ("check", ["--alpha", "2"], "--alpha is a probability"),
     ("check", ["--checkpoint", "RUNS", "--train-steps", "5"], "drop --config"),
