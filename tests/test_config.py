@@ -66,30 +66,26 @@ def test_bad_keys_and_values_are_one_line(override, words):
         assert w in msg
 
 
-def test_bad_files(tmp_path: Path):
-    with pytest.raises(PyrovaeError, match="not found"):
-        load_config(tmp_path / "missing.yaml")
+@pytest.mark.parametrize("text, words", [
+    (None, "not found"),  # no file
+    ("model: [unclosed\n", "not valid YAML"),
+    ("- a\n- b\n", "mapping"),
+    ("model:\n  z_dims: 3\n", "unknown config key 'model.z_dims'.* did you mean 'model.z_dim'"),
+    ("train:\n  epochs: 3\n  epochs: 4\n", "not valid YAML at line 3, column 3: .*duplicate key"),
+    ("", "is empty"),
+])
+def test_bad_files(tmp_path: Path, text, words):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model: [unclosed\n")
-    with pytest.raises(PyrovaeError, match="not valid YAML"):
+    if text is not None:
+        bad.write_text(text)
+    with pytest.raises(PyrovaeError, match=words):
         load_config(bad)
-    bad.write_text("- a\n- b\n")
-    with pytest.raises(PyrovaeError, match="mapping"):
-        load_config(bad)
-    bad.write_text("model:\n  z_dims: 3\n")
-    with pytest.raises(PyrovaeError, match="unknown config key 'model.z_dims'.* did you mean "
-                                           "'model.z_dim'"):
-        load_config(bad)
-    bad.write_text("train:\n  epochs: 3\n  epochs: 4\n")
-    with pytest.raises(PyrovaeError, match="not valid YAML at line 3, column 3: .*duplicate key"):
-        load_config(bad)
-    bad.write_text("")
-    with pytest.raises(PyrovaeError, match="is empty"):
-        load_config(bad)
-    with pytest.raises(PyrovaeError, match="is a folder"):
-        load_config(tmp_path)
-    with pytest.raises(PyrovaeError, match="empty path"):
-        load_config("")
+
+
+@pytest.mark.parametrize("path, words", [(".", "is a folder"), ("", "empty path")])
+def test_a_config_path_that_names_no_file(path, words):
+    with pytest.raises(PyrovaeError, match=words):
+        load_config(path)
 
 
 @pytest.mark.parametrize("overrides, option", [
