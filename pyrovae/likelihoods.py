@@ -104,7 +104,10 @@ class LogitContinuousBernoulli(dist.ContinuousBernoulli):
         """log C(L) = log(L / tanh(L / 2)), exact to float rounding for every finite L."""
         logits = self.logits
         small, safe = self._split(logits, self.SERIES)
-        x = logits * logits
+        # the series on |L| < 0.5 only (0 elsewhere): L^18 of a large logit overflows, and an inf
+        # in the branch that ``where`` drops still makes its gradient NaN (0 * inf)
+        tiny = torch.where(small, logits, torch.zeros_like(logits))
+        x = tiny * tiny
         series = torch.zeros_like(x)
         for coefficient in reversed(self.LOG_NORM_SERIES):  # Horner, in x = L^2
             series = (series + coefficient) * x

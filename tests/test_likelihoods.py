@@ -145,9 +145,11 @@ def test_continuous_bernoulli_mean_variance_and_sampling():
 
 
 def test_continuous_bernoulli_gradient_is_x_minus_mean():
-    """d log p / dL = x - E[x] for an exponential family: finite everywhere, also at L = 0."""
-    logits = torch.tensor(LOGITS, requires_grad=True)
-    x = torch.full((len(LOGITS),), 0.3)
+    """d log p / dL = x - E[x] for an exponential family: finite everywhere, also at L = 0 and
+    at the logits of thousands that a decoder reaches on data with exact 0s and 1s (where L^18,
+    of the series for |L| < 0.5, would overflow float32)."""
+    logits = torch.tensor((*LOGITS, -5000.0, -200.0, 200.0, 5000.0), requires_grad=True)
+    x = torch.full((logits.shape[0],), 0.3)
     d = build_likelihood("continuous_bernoulli", (1,)).base(logits)
     (grad,) = torch.autograd.grad(d.log_prob(x).sum(), logits)
     torch.testing.assert_close(grad, x - d.mean.detach(), rtol=0, atol=2e-6)
