@@ -468,6 +468,7 @@ assert (log_mean_exp(lw_mnist) >= lw_mnist.mean(0)).all()
 
 # %%
 print(inspect.getsource(IWAEDReG.bound))
+print(inspect.getsource(IWAEDReG.correction))
 
 # %% [markdown]
 # ### 4c. The rates where they apply: the linear-Gaussian VAE

@@ -26,13 +26,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix) to write; on success it replaces
     ``path`` with the usual permissions (0666 less the umask); on failure it is removed."""
     path = Path(path)
-    try:
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    except OSError as err:
-        raise PyrovaeError(f"cannot write {path} ({err.strerror or type(err).__name__}): make "
-                           f"{path.parent} writable, or write elsewhere") from None
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _temp_file(path.parent, f".{path.stem}.", path.suffix,
+                     f"cannot write {path}", f"make {path.parent} writable, or write elsewhere")
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_umask())
@@ -41,16 +36,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def _temp_file(folder: str | Path, prefix: str, suffix: str, what: str, fix: str) -> Path:
+    """A new empty file in ``folder``; where none can be made, a one-line error:
+    ``what (the reason): fix``."""
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
+    except OSError as err:
+        raise PyrovaeError(f"{what} ({err.strerror or type(err).__name__}): {fix}") from None
+    os.close(fd)
+    return Path(name)
+
+
 def check_writable(folder: str | Path, why: str) -> None:
     """A one-line error, before any work, when no file can be made in ``folder``; ``why`` says
     what would be written there and what to do."""
-    try:
-        fd, name = tempfile.mkstemp(dir=folder, prefix=".pyrovae-can-write.")
-    except OSError as err:
-        raise PyrovaeError(f"cannot write in {folder} ({err.strerror or type(err).__name__}): "
-                           f"{why}") from None
-    os.close(fd)
-    os.unlink(name)
+    _temp_file(folder, ".pyrovae-can-write.", "", f"cannot write in {folder}", why).unlink()
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:

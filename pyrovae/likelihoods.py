@@ -94,19 +94,19 @@ class LogitContinuousBernoulli(dist.ContinuousBernoulli):
     ICDF_SERIES = 0.05
 
     @staticmethod
-    def _split(logits: torch.Tensor, cut: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """(|L| < cut, L with those entries replaced by 1): the closed forms are evaluated on
-        the second, so that no 0/0 reaches the values or the gradients that ``where`` drops."""
+    def _split(logits: torch.Tensor, cut: float
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(|L| < cut; L there and 0 elsewhere; L elsewhere and 1 there): the series are
+        evaluated on the second and the closed forms on the third, so that neither an overflow
+        of a high power of a large L nor a 0/0 at L = 0 reaches the values, or the gradients
+        (0 * inf is NaN), of the branch that ``where`` drops."""
         small = logits.abs() < cut
-        return small, torch.where(small, torch.ones_like(logits), logits)
+        return (small, torch.where(small, logits, torch.zeros_like(logits)),
+                torch.where(small, torch.ones_like(logits), logits))
 
     def _log_norm(self) -> torch.Tensor:
         """log C(L) = log(L / tanh(L / 2)), exact to float rounding for every finite L."""
-        logits = self.logits
-        small, safe = self._split(logits, self.SERIES)
-        # the series on |L| < 0.5 only (0 elsewhere): L^18 of a large logit overflows, and an inf
-        # in the branch that ``where`` drops still makes its gradient NaN (0 * inf)
-        tiny = torch.where(small, logits, torch.zeros_like(logits))
+        small, tiny, safe = self._split(self.logits, self.SERIES)
         x = tiny * tiny
         series = torch.zeros_like(x)
         for coefficient in reversed(self.LOG_NORM_SERIES):  # Horner, in x = L^2
@@ -128,17 +128,15 @@ class LogitContinuousBernoulli(dist.ContinuousBernoulli):
 
     @property
     def mean(self) -> torch.Tensor:
-        logits = self.logits
-        small, safe = self._split(logits, self.SERIES)
-        x = logits * logits
-        series = 0.5 + logits * (1 / 12 + x * (-1 / 720 + x * (1 / 30240)))
+        small, tiny, safe = self._split(self.logits, self.SERIES)
+        x = tiny * tiny
+        series = 0.5 + tiny * (1 / 12 + x * (-1 / 720 + x * (1 / 30240)))
         return torch.where(small, series, -1 / torch.expm1(-safe) - 1 / safe)
 
     @property
     def variance(self) -> torch.Tensor:
-        logits = self.logits
-        small, safe = self._split(logits, self.SERIES)
-        x = logits * logits
+        small, tiny, safe = self._split(self.logits, self.SERIES)
+        x = tiny * tiny
         series = 1 / 12 + x * (-1 / 240 + x * (1 / 6048 + x * (-1 / 172800)))
         return torch.where(small, series, 1 / (safe * safe) - 0.25 / torch.sinh(safe / 2) ** 2)
 
@@ -156,10 +154,9 @@ class LogitContinuousBernoulli(dist.ContinuousBernoulli):
 
     def icdf(self, value: torch.Tensor) -> torch.Tensor:
         logits, u = torch.broadcast_tensors(self.logits, value)
-        small, safe = self._split(logits, self.ICDF_SERIES)
+        small, tiny, safe = self._split(logits, self.ICDF_SERIES)
         a = u * (u - 1)
-        series = u + logits * (-a / 2 + logits * (a * (2 * u - 1) / 6 - logits * a
-                                                  * (6 * a + 1) / 24))
+        series = u + tiny * (-a / 2 + tiny * (a * (2 * u - 1) / 6 - tiny * a * (6 * a + 1) / 24))
         # log1p(u expm1(L)) / L for L < 0; for L > 0 the same by the symmetry x -> 1 - x
         neg = torch.log1p(u * torch.expm1(safe)) / safe
         pos = 1 + torch.log1p((1 - u) * torch.expm1(-safe)) / safe

@@ -79,7 +79,7 @@ def test_the_folder_above_the_runs_means_its_latest_run(run, tmp_path, capsys):
     (["--n", "0"], "--n must be between 1 and 10,000"),
     (["--n", "1000000000"], "--n must be between 1 and 10,000"),
     (["--z", "1,,1,1,1,1,1,1,1"], "empty field"),
-    pytest.param(["--n", "4", "--out", "/proc/g.png"], "cannot write in /proc",
+    pytest.param(["--n", "4", "--out", "/proc/g.png"], "cannot write /proc/g.png",
                  marks=pytest.mark.skipif(sys.platform != "linux", reason="/proc: Linux")),
     (["--n", "4", "--out", "x.jpg"], ".png"),
     (["--n", "x"], "invalid int value"),

@@ -45,7 +45,12 @@ class IWAEDReG(Objective):
         log_w = p.log_px + beta * (p.log_pz - log_q_stopped)
         w = torch.softmax(log_w.detach(), dim=0)
         (dlogw_dz,) = torch.autograd.grad(log_w.sum(), p.z, retain_graph=True)
-        correction = ((beta * (w * w - w)).unsqueeze(-1) * dlogw_dz).detach() * p.z
+        correction = (self.correction(w, beta).unsqueeze(-1) * dlogw_dz).detach() * p.z
         surrogate = (w * log_w).sum(0) + correction.sum((0, -1))
         value = log_mean_exp(p.log_weights(beta))
         return value.detach() + (surrogate - surrogate.detach())
+
+    def correction(self, w: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
+        """What the surrogate adds to the weights w~_k of the encoder's path gradient:
+        beta (w~_k^2 - w~_k), so that they become (1 - beta) w~_k + beta w~_k^2."""
+        return beta * (w * w - w)
