@@ -36,6 +36,8 @@ __all__ = ["atomic_save", "atomic_write_text", "build", "convert", "load", "read
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
+#: The run's effective config, written when its folder is made.
+CONFIG = "config.yaml"
 #: In a ``run_dir`` (the folder of a config's runs): a text file naming its latest run folder.
 LATEST = "latest"
 

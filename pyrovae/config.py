@@ -297,8 +297,11 @@ def validate(cfg: Config) -> Config:
     for key, choices in _choices().items():
         value = _get(cfg, key)
         if value is not None and value not in choices:
+            # a YAML boolean (yes, no, on, off, true, false) reaches a text option as True/False
+            read = (" (YAML reads yes, no, on, off, true and false as True or False)"
+                    if value in ("True", "False") else "")
             raise PyrovaeError(
-                f"bad value {value!r} for {key}; choose one of: {', '.join(choices)}"
+                f"bad value {value!r} for {key}{read}; choose one of: {', '.join(choices)}"
             )
     for key in _POSITIVE:
         value = _get(cfg, key)

@@ -261,11 +261,14 @@ class Run:
         t = self.cfg.train
         return schedules.learning_rate(t.schedule, t.lr, self.epoch, t.epochs, t.lr_decay)
 
-    def beta(self, steps_per_epoch: int) -> float:
-        """KL weight: rises linearly to ``train.beta`` over ``train.warmup_epochs`` (from
-        beta / W at the first of the W warm-up steps: Pyro cannot scale a site by 0)."""
-        warmup = self.cfg.train.warmup_epochs * steps_per_epoch
-        ramp = 1.0 if warmup <= 0 else min(1.0, (self.step + 1) / warmup)
+    def beta(self, i: int, steps_per_epoch: int) -> float:
+        """KL weight at step ``i`` of this epoch: rises linearly to ``train.beta`` over
+        ``train.warmup_epochs``, by the share of the epochs done (counted after the step:
+        Pyro cannot scale a site by 0). Measured in epochs, not steps, so that a run resumed
+        with another batch size continues its ramp where it stopped."""
+        warmup = self.cfg.train.warmup_epochs
+        done = self.epoch + (i + 1) / steps_per_epoch
+        ramp = 1.0 if warmup <= 0 else min(1.0, done / warmup)
         return self.cfg.train.beta * ramp
 
     def state(self) -> dict:
@@ -327,13 +330,20 @@ def check_run_parent(parent: Path, run_name: str | None = None) -> None:
 def new_run_folder(parent: Path, run_name: str | None = None) -> Path:
     """Create and return the new run's folder: ``parent/run_name``, or ``parent/version_N``
     with the next free N (``mkdir`` without ``exist_ok``: two runs started at once get two
-    folders)."""
+    folders). A ``run_name`` folder may exist empty, so a run claims it by creating its first
+    file, ``config.yaml``, exclusively: of two runs started at once with one name, one gets
+    the folder and the other a one-line error."""
     check_run_parent(parent, run_name)
     try:
         parent.mkdir(parents=True, exist_ok=True)
         if run_name is not None:
             folder = parent / run_name
             folder.mkdir(exist_ok=True)
+            try:
+                (folder / checkpoint.CONFIG).open("x").close()  # replaced by write_config
+            except FileExistsError:
+                raise PyrovaeError(f"{folder} was taken by another run started at the same "
+                                   "time: choose another run_name=...") from None
             return folder
         n = 1 + max((checkpoint.version_number(p) for p in parent.iterdir()), default=-1)
         while True:
@@ -427,7 +437,7 @@ def check_resume(saved: Config, cfg: Config) -> None:
 def write_config(folder: Path, cfg: Config) -> None:
     """The run's effective config, ``config.yaml``, headed by where its data comes from."""
     header = f"# data_source: {data_source(cfg)}\n"
-    checkpoint.atomic_write_text(header + to_yaml(cfg), folder / "config.yaml")
+    checkpoint.atomic_write_text(header + to_yaml(cfg), folder / checkpoint.CONFIG)
 
 
 def resume(run_dir: str | Path, overrides: list[str] | tuple = (),
@@ -528,7 +538,7 @@ def train_epoch(run: Run) -> dict:
     error = PyrovaeError if run.dist is None else distributed.AgreedError
     try:
         for i, batch in enumerate(batches):
-            beta = run.beta(steps)
+            beta = run.beta(i, steps)
             if run.dist is None:
                 loss = run.stepper.step(batch, n, beta)
             else:  # the global minibatch's loss, the same on every rank

@@ -18,7 +18,7 @@ import pyrovae
 from pyrovae import fit
 from pyrovae.config import CONFIG_DIR, load_config
 from pyrovae.errors import PyrovaeError
-from pyrovae.optim import SVIStepper
+from pyrovae.optim import SVIStepper, TorchStepper
 from tests.conftest import needs_cxx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -373,6 +373,16 @@ def test_a_new_run_replaces_no_file_it_did_not_write(make, run_name, refused, tm
             fit.check_run_parent(parent, run_name)
 
 
+def test_two_runs_started_at_once_with_one_run_name_get_one_folder(tmp_path, monkeypatch):
+    """Both runs pass the checks before either makes its folder (the race); the second to
+    claim the folder gets a one-line error, not a share of the first one's folder."""
+    parent = tmp_path / "runs"
+    monkeypatch.setattr(fit, "check_run_parent", lambda *args: None)
+    assert fit.new_run_folder(parent, "mine") == parent / "mine"
+    with pytest.raises(PyrovaeError, match="taken by another run"):
+        fit.new_run_folder(parent, "mine")
+
+
 def _rates(state) -> set[float]:
     """Every learning rate in an optimizer state (one torch state dict, or Pyro's per-parameter
     dict of them)."""
@@ -416,6 +426,27 @@ def test_a_resumed_run_trains_at_the_rate_of_its_new_schedule(engine, mirror, da
     assert recorded == [pytest.approx(2.5e-4)]
     assert used == [{lr} for lr in recorded]
     assert load_config(run_dir / "config.yaml").train.epochs == 3  # the effective config
+
+
+def test_a_run_resumed_with_another_batch_size_continues_its_warm_up(mirror, data_root,
+                                                                      tmp_path, monkeypatch):
+    """KL warm-up over 4 epochs: one epoch of 3 steps (batch 100), resumed with batch 50 (6
+    steps an epoch), takes its steps at beta = (1 + (i + 1) / 6) / 4, where the ramp stopped,
+    not at a ramp recomputed from the step count in the new batch size."""
+    base = [*SMALL, "data.limit=300", f"data.root={data_root}", "train.warmup_epochs=4"]
+    run_dir = _fit([*base, "train.epochs=1", "train.batch_size=100"], tmp_path)
+    betas: list[float] = []
+    step = TorchStepper.step
+
+    def spy(self, batch, n, beta):
+        betas.append(beta)
+        return step(self, batch, n, beta)
+
+    monkeypatch.setattr(TorchStepper, "step", spy)
+    fit.fit(resume_dir=run_dir, overrides=["train.epochs=2", "train.batch_size=50"],
+            log=lambda *a: None)
+    assert betas == [pytest.approx((1 + (i + 1) / 6) / 4) for i in range(6)]
+    assert float(_metrics(run_dir)[0]["beta"]) == pytest.approx(1 / 4)
 
 
 def test_a_run_moved_from_a_gpu_continues_on_the_cpu(mirror, data_root, tmp_path):
