@@ -453,6 +453,18 @@ def train_briefly(vae: VAE, splits, steps: int, batch_size: int = 128, lr: float
     return vae.eval()
 
 
+def move_prior(vae: VAE, seed: int, spread: float = 0.5) -> VAE:
+    """Move every learned parameter of ``vae``'s prior by seeded N(0, spread^2) noise (for a
+    constrained one, in its unconstrained space). A fresh prior starts where the terms of its
+    parameters vanish (``diag_normal`` at N(0, I), a mixture with equal weights), so that a
+    check of a fresh model would not see an error in them."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in vae.prior_net.parameters():
+            param.add_(spread * torch.randn(param.shape, generator=gen).to(param))
+    return vae
+
+
 def _models(args) -> Iterable[tuple[VAE | None, object]]:
     """(model, config) pairs to check: a trained checkpoint and its config; or, for every
     (chosen) prior x likelihood pair, None and the config of a fresh model (built once the
@@ -539,6 +551,7 @@ def check_all(args) -> list[Check]:
         if vae is None:  # a fresh model of the config for this pair
             pyro.set_rng_seed(args.seed)
             vae = VAE(**vae_kwargs(cfg, splits.x_shape))
+            move_prior(vae, args.seed)
             if args.train_steps:
                 train_briefly(vae, splits, args.train_steps, seed=args.seed)
         x = splits.test[: args.examples]

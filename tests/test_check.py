@@ -12,7 +12,7 @@ from pyro.infer import Trace_ELBO
 
 from pyrovae import VAE, check
 from pyrovae.errors import PyrovaeError
-from pyrovae.objectives import closed_form_kl
+from pyrovae.objectives import closed_form_kl, kl_diag_normals
 
 PARTICLES = (10, 100, 1000, 4000)
 REPLICATES = 4  # check b's standard-error test, cheaply (its own tests below use 10)
@@ -223,6 +223,30 @@ def test_cli_json_and_exit_status(mirror, data_root, capsys):
     assert out["alpha"] == pytest.approx(0.05) and rc == (0 if out["agree"] else 1)
     with pytest.raises(ValueError, match="not strict JSON: NaN"):
         strict_json('{"x": NaN}')
+
+
+def prior_signs_flipped_kl(vae, loc, scale):
+    """A test double: the KL to N(-m, diag(1 / s^2)), the diag_normal prior's mean and log
+    variance with their signs flipped; right where the prior is N(0, I)."""
+    p = vae.prior_net
+    return kl_diag_normals(loc, 2 * scale.log(), -p.loc, -2 * p.scale.log())
+
+
+@pytest.mark.parametrize("moved", [True, False])
+def test_the_check_of_a_fresh_model_sees_the_priors_own_terms(moved, mirror, data_root,
+                                                               monkeypatch, capsys):
+    """`python -m pyrovae.check` moves a fresh prior off its initial N(0, I) (move_prior), so
+    that a KL wrong in the prior's parameters fails the run; without the move (the test double)
+    the same wrong KL passes unseen."""
+    monkeypatch.setattr(check.objectives, "closed_form_kl", prior_signs_flipped_kl)
+    if not moved:
+        monkeypatch.setattr(check, "move_prior", lambda vae, seed: vae)
+    args = ["--priors", "diag_normal", "--likelihoods", "bernoulli", "--particles", "10,100",
+            "--gradient-repeats", "10", "--examples", "4", "--json", "model.z_dim=4",
+            "model.hidden=[32]", f"data.root={data_root}"]
+    assert check.main(args) == (1 if moved else 0)
+    out = strict_json(capsys.readouterr().out)
+    assert out["agree"] is not moved
 
 
 def test_cli_table_and_bad_arguments(mirror, data_root, capsys):

@@ -333,15 +333,18 @@ def test_nuts_runs_on_the_trained_decoder(trained):
 # ---- the amortization gap ------------------------------------------------------------------
 
 
-def test_gaps_on_a_trained_model_add_up_and_are_positive(trained):
+def test_gaps_on_a_trained_model_are_positive_and_start_from_the_encoders_elbo(trained):
     vae, x = trained
     x = x[:24]
     pyro.set_rng_seed(0)
     log_px = iwae_bound(log_importance_weights(vae, x, 1000))
     gaps = inference_gaps(vae, x, log_px, steps=150, eval_particles=500)
-    torch.testing.assert_close(
-        gaps["inference_gap"], gaps["approximation_gap"] + gaps["amortization_gap"]
-    )
+    # the encoder's ELBO as the gaps estimate it (all terms sampled) agrees with the closed-form
+    # KL route of training; a 1-nat error would be seen
+    with torch.no_grad():
+        recon, kl = objectives.analytic_elbo_terms(vae, x, num_particles=4000)
+    diff = gaps["elbo_amortized"] - (recon - kl).double()
+    assert abs(_z(diff)) < 4 and abs(_z(diff + 1.0)) > 4
     assert _z(gaps["amortization_gap"]) > 3  # the optimized q beats the encoder's
     assert _z(gaps["inference_gap"]) > 3
     mean, se = mean_stderr(gaps["approximation_gap"])

@@ -104,23 +104,58 @@ def test_continuous_bernoulli_log_normaliser_is_the_closed_form():
     torch.testing.assert_close(shift, math.log(2) + small**2 / 12 - 7 * small**4 / 1440)
 
 
-class ThreeTermSeries(LogitContinuousBernoulli):
-    """Test double: the series of log C(L) cut after L^6, off by up to 1e-7 near |L| = 0.5."""
+class ShortSeries(LogitContinuousBernoulli):
+    """Test double: the series of log C(L) cut after L^6 (off by up to 1e-7 near |L| = 0.5)
+    and those of the mean and variance after L^7 and L^6 (off by 4e-11 and 7e-10)."""
 
     LOG_NORM_SERIES = LogitContinuousBernoulli.LOG_NORM_SERIES[:3]
+    MEAN_SERIES = LogitContinuousBernoulli.MEAN_SERIES[:4]
 
 
-@pytest.mark.parametrize("cls, exact", [(LogitContinuousBernoulli, True),
-                                        (ThreeTermSeries, False)])
-def test_continuous_bernoulli_series_is_exact_in_float64(cls, exact):
-    """In float64, the Taylor series that log C(L) takes for |L| < 0.5 equals the closed form
-    log(L / tanh(L / 2)) to float64 rounding (4e-16) where the closed form is itself accurate
-    (|L| >= 0.05); the series cut after L^6 (the test double) does not."""
-    logits = torch.cat([torch.linspace(0.05, 0.4999, 60), -torch.linspace(0.05, 0.4999, 60)])
-    logits = logits.double()
-    closed = torch.log(logits / torch.tanh(logits / 2))
-    error = (cls(logits=logits)._log_norm() - closed).abs().max().item()
-    assert (error < 4e-16) if exact else (error > 1e-9), error
+@pytest.mark.parametrize("cls, exact", [(LogitContinuousBernoulli, True), (ShortSeries, False)])
+def test_continuous_bernoulli_series_are_exact_in_float64(cls, exact):
+    """In float64, the Taylor series that log C(L), the mean and the variance take for
+    |L| < 0.5 equal their closed forms to the closed forms' own rounding (they lose digits to
+    cancellation as L -> 0: compared where they keep all but a few); the short series of the
+    test double do not."""
+    logits = torch.linspace(0.2, 0.4999, 60).double()
+    logits = torch.cat([logits, -logits])
+    d = cls(logits=logits)
+    closed = {  # (value, its rounding error: float64 eps times the cancelled magnitude)
+        "log C": (torch.log(logits / torch.tanh(logits / 2)), 4e-16),
+        "mean": (-1 / torch.expm1(-logits) - 1 / logits, 4e-15),
+        "variance": (1 / logits**2 - 0.25 / torch.sinh(logits / 2) ** 2, 4e-14),
+    }
+    series = {"log C": d._log_norm(), "mean": d.mean, "variance": d.variance}
+    for name, (value, rounding) in closed.items():
+        error = (series[name] - value).abs().max().item()
+        assert (error < rounding) if exact else (error > 1e-11), (name, error)
+
+
+def _kl_by_quadrature(p, q, n: int = 400_000) -> torch.Tensor:
+    """KL(p || q) = integral of p (log p - log q) over [0, 1], midpoint rule in float64."""
+    x = ((torch.arange(n, dtype=torch.float64) + 0.5) / n)[:, None]
+    log_p, log_q = p.log_prob(x), q.log_prob(x)
+    return (log_p.exp() * (log_p - log_q)).mean(0)
+
+
+def test_kl_divergence_uses_the_normaliser_for_every_logit():
+    """kl_divergence between two continuous Bernoullis, and from a Beta, against quadrature, at
+    logits up to 50, where torch's rule for its own class (the test double) reads its clamped
+    normaliser and is wrong, even negative."""
+    a = torch.tensor([30.0, 50.0, -50.0, 0.3, 0.0, -3.0], dtype=torch.float64)
+    b = torch.tensor([-30.0, 0.0, -20.0, -0.2, 0.0, 12.0], dtype=torch.float64)
+    p, q = LogitContinuousBernoulli(logits=a), LogitContinuousBernoulli(logits=b)
+    exact = _kl_by_quadrature(p, q)
+    torch.testing.assert_close(torch.distributions.kl_divergence(p, q), exact, rtol=1e-6,
+                               atol=1e-9)
+    torch_rule = torch.distributions.kl._kl_continuous_bernoulli_continuous_bernoulli(p, q)
+    assert ((torch_rule - exact).abs() > 1).any()
+    beta = torch.distributions.Beta(torch.tensor([2.0, 3.0]).double(),
+                                    torch.tensor([5.0, 1.5]).double())
+    cb = LogitContinuousBernoulli(logits=torch.tensor([-40.0, 3.0]).double())
+    torch.testing.assert_close(torch.distributions.kl_divergence(beta, cb),
+                               _kl_by_quadrature(beta, cb), rtol=2e-3, atol=0)
 
 
 def test_continuous_bernoulli_mean_variance_and_sampling():
