@@ -110,9 +110,10 @@ def execute(nb: nbformat.NotebookNode, timeout: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    head, examples = __doc__.split("\n\n")[:2]
+    parser = argparse.ArgumentParser(description=head,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[2:7]))
+                                     epilog=examples)
     parser.add_argument("which", nargs="*", help="notebook numbers or names (default: all)")
     parser.add_argument("--check", action="store_true", help="only compare, write nothing")
     parser.add_argument("--execute", action="store_true", help="execute, then save")

@@ -52,8 +52,8 @@ DEFAULT_CONFIG = CONFIG_DIR / "mnist.yaml"
 
 @dataclass
 class DataConfig:
-    name: str = "mnist"  # mnist | fashion_mnist | cifar10 | binarized_mnist | folder | npy
-    root: str | None = None  # cache folder (default ~/.cache/pyrovae/data)
+    name: str = "mnist"  # one of pyrovae.data.SOURCES (mnist, fashion_mnist, ...; README)
+    root: str | None = None  # cache folder (default $XDG_CACHE_HOME/pyrovae/data)
     mirror: str | None = None  # read-only folder laid out like ../shared/data
     path: str | None = None  # folder of images (folder) or array file (npy)
     limit: int | None = None  # use only the first N training examples
@@ -172,7 +172,7 @@ class TrainConfig:
     beta: float = 1.0  # KL weight after warm-up (1 = the exact ELBO)
     warmup_epochs: float = 0.0  # KL warm-up: beta rises linearly from 0 over this many epochs
     lr_decay: float = 1.0  # learning rate multiplied by this after every epoch (exponential)
-    schedule: str = "exponential"  # exponential | burda (see pyrovae.schedules)
+    schedule: str = "exponential"  # exponential | burda | cosine (see pyrovae.schedules)
     adam_eps: float = 1.0e-8  # Adam's epsilon (Burda et al. 2015 use 1e-4)
     clip_norm: float | None = None  # gradient clipping (Pyro's ClippedAdam)
     eval_particles: int = 1  # particles per example for the validation/test ELBO

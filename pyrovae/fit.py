@@ -1,4 +1,4 @@
-"""``python -m pyrovae.fit``: train a VAE from a config with ``pyro.infer.SVI``, end to end.
+"""``python -m pyrovae.fit``: train a VAE from a config with Pyro (SVI or its recorded step).
 
     python -m pyrovae.fit                                   # a new run: runs/mnist/version_N
     python -m pyrovae.fit --config configs/mnist_vamp.yaml train.epochs=3 run_dir=runs/vamp
@@ -104,12 +104,14 @@ def data_source(cfg: Config) -> str:
     d = cfg.data
     if d.name in ("folder", "npy"):
         return f"{d.name} {resolve_path(d.path).resolve()}"
-    from pyrovae.data.cache import cache_root, resolve_mirror
+    from pyrovae.data.cache import cache_root, env_mirror_missing, resolve_mirror
 
     mirror = resolve_mirror(d.mirror)
     root = cache_root(resolve_path(d.root), mirror)
     if mirror is None:
-        return f"{d.name} from the cache {root} (downloaded by torchvision if missing)"
+        passed = env_mirror_missing()
+        note = f"; PYROVAE_DATA_MIRROR={passed} does not exist" if passed else ""
+        return f"{d.name} from the cache {root} (downloaded by torchvision if missing{note})"
     how = "data.mirror" if d.mirror else "PYROVAE_DATA_MIRROR"
     return f"{d.name} from the mirror {mirror.resolve()} ({how}), cached in {root}"
 
@@ -713,8 +715,8 @@ def main(argv: list[str] | None = None) -> int:
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML config (default configs/mnist.yaml)")
     parser.add_argument("--resume", metavar="RUN_DIR",
-                        help="continue the run in RUN_DIR (a run folder, or the folder above "
-                        "the runs: its latest run)")
+                        help="continue the run in RUN_DIR (a run folder, one of its .pt files, "
+                        "or the folder above the runs: its latest run)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="dotted overrides, e.g. train.epochs=3 model.prior=vamp")
     ctx = None

@@ -75,8 +75,9 @@ class VAE(PyroModule):
     with its declared options, registered or not); or, for a prior or likelihood, a built
     instance (``prior=priors.DiagNormal(20)``), and for the net an ``(encoder, decoder)`` pair
     of modules. ``spec`` holds the components with every option filled in, in the nested form
-    of the config: for registered components, ``VAE(x_shape, z_dim, **vae.spec)`` builds the
-    same architecture.
+    of the config: for components given by name, mapping or class, ``VAE(x_shape, z_dim,
+    **vae.spec)`` builds the same architecture (a built instance is recorded by its class
+    name only).
 
     Each VAE registers its parameters in Pyro's global parameter store under its own prefix
     (``vae0.encoder...``, ``vae1.encoder...``), so that ``pyro.infer.SVI`` and ``pyro.optim``

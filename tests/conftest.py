@@ -69,13 +69,36 @@ def mirror_path() -> Path:
     return Path(os.environ.get("PYROVAE_DATA_MIRROR", REPO.parent / "shared" / "data"))
 
 
+MNIST_FILES = ("MNIST/raw/t10k-images-idx3-ubyte.gz", "MNIST/raw/train-images-idx3-ubyte.gz")
+
+
+def _download_mnist(path: Path, missing: list[str]) -> Path:
+    """A mirror of real MNIST downloaded by torchvision, for a machine without the mirror (a
+    user's, with internet): ``~/.cache/pyrovae/test-mirror/<xdist worker>``, reused. Without
+    internet the test FAILS, saying what to do."""
+    import torchvision
+
+    from pyrovae.data.cache import default_root
+
+    root = default_root().parent / "test-mirror" / os.environ.get("PYTEST_XDIST_WORKER", "main")
+    try:
+        for train in (True, False):
+            torchvision.datasets.MNIST(str(root), train=train, download=True)
+    except Exception as err:  # noqa: BLE001  (any download failure: one message)
+        pytest.fail(f"real MNIST is missing from the data mirror {path} ({', '.join(missing)}) "
+                    f"and could not be downloaded ({type(err).__name__}): set "
+                    f"PYROVAE_DATA_MIRROR to a folder holding MNIST/raw/*.gz", pytrace=False)
+    return root
+
+
 @pytest.fixture(scope="session")
 def mirror() -> Path:
-    """The mirror with real MNIST. Missing data FAILS the test (it must not skip silently)."""
+    """The mirror with real MNIST: PYROVAE_DATA_MIRROR (else ../shared/data), else MNIST as
+    torchvision downloads it. Missing data FAILS the test (it must not skip silently)."""
     path = mirror_path().resolve()
-    missing = [f for f in ("MNIST/raw/t10k-images-idx3-ubyte.gz",
-                           "MNIST/raw/train-images-idx3-ubyte.gz") if not (path / f).is_file()]
-    assert not missing, f"real MNIST is missing from the data mirror {path}: {missing}"
+    missing = [f for f in MNIST_FILES if not (path / f).is_file()]
+    if missing:
+        path = _download_mnist(path, missing)
     os.environ["PYROVAE_DATA_MIRROR"] = str(path)
     return path
 

@@ -20,7 +20,10 @@ import pytest
 import torch
 import torchvision.datasets
 
+from pyrovae.config import load_config
 from pyrovae.data import load_data, resolve_mirror
+from pyrovae.data.cache import env_mirror_missing
+from pyrovae.fit import data_source
 from tests.conftest import is_binary as _is_binary
 from tests.conftest import one_line_error as _error
 
@@ -238,6 +241,14 @@ def test_mirror_from_env_var_and_relative_path(
     monkeypatch.delenv("PYROVAE_DATA_MIRROR")
     assert resolve_mirror(None) is None
     _error(resolve_mirror, "no-such-mirror", match=("no-such-mirror", "does not exist"))
+    # README's command sets PYROVAE_DATA_MIRROR=../shared/data: where that does not exist (a
+    # user's machine), it is passed over and torchvision downloads; data.mirror is not
+    monkeypatch.setenv("PYROVAE_DATA_MIRROR", str(tmp_path / "no-such-mirror"))
+    assert resolve_mirror(None) is None
+    assert env_mirror_missing() == str(tmp_path / "no-such-mirror")
+    cfg = load_config(None, ["data.name=fashion_mnist", f"data.root={tmp_path / 'cache'}"])
+    assert "PYROVAE_DATA_MIRROR=" in data_source(cfg) and "downloaded" in data_source(cfg)
+    _error(resolve_mirror, str(tmp_path / "no-such-mirror"), match=("does not exist",))
 
 
 def test_valid_size_too_large(cache: SimpleNamespace) -> None:

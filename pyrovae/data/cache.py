@@ -26,8 +26,10 @@ MIRROR_HINT = "set data.mirror (or PYROVAE_DATA_MIRROR) to a folder holding"
 def resolve_mirror(mirror: str | None) -> Path | None:
     """``mirror`` if given, else the ``PYROVAE_DATA_MIRROR`` env var, else None.
 
-    Relative paths resolve against the current working directory. A mirror path that does not
-    exist -> PyrovaeError.
+    Relative paths resolve against the current working directory. A ``data.mirror`` that does
+    not exist -> PyrovaeError. A ``PYROVAE_DATA_MIRROR`` that does not exist is passed over
+    (None: torchvision downloads; :func:`env_mirror_missing` says so), so that one command
+    uses the mirror of a machine that has one and downloads elsewhere.
     """
     source = "data.mirror"
     if mirror is None or str(mirror) == "":
@@ -38,6 +40,8 @@ def resolve_mirror(mirror: str | None) -> Path | None:
     path = Path(mirror).expanduser()
     if not path.is_absolute():
         path = Path.cwd() / path
+    if not path.exists() and source == "PYROVAE_DATA_MIRROR":
+        return None
     if not path.exists():
         raise PyrovaeError(
             f"data mirror {path} (from {source}) does not exist: point {source} at the folder "
@@ -46,6 +50,15 @@ def resolve_mirror(mirror: str | None) -> Path | None:
     if not path.is_dir():
         raise PyrovaeError(f"data mirror {path} (from {source}) is not a folder: point it at one")
     return path
+
+
+def env_mirror_missing() -> str | None:
+    """``PYROVAE_DATA_MIRROR`` when it is set to a path that does not exist (passed over)."""
+    value = os.environ.get("PYROVAE_DATA_MIRROR") or None
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return None if (path if path.is_absolute() else Path.cwd() / path).exists() else value
 
 
 def default_root() -> Path:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pyro.distributions as dist
 import torch
 
 from pyrovae.errors import PyrovaeError
-from pyrovae.priors import DiagNormal, StandardNormal
+from pyrovae.priors import PRIORS, DiagNormal, StandardNormal
 
 
 def kl_standard_normal(loc: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -50,13 +51,26 @@ def kl_mvn(
 
 
 def closed_form_kl(vae, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """KL(q(z|x) || p(z)) per example for q = N(loc, diag(scale^2)), when the prior has one."""
+    """KL(q(z|x) || p(z)) per example for q = N(loc, diag(scale^2)), when the prior has one:
+    written out above for ``normal`` and ``diag_normal`` (the independent check of Pyro's
+    sampled ELBO), else the rule ``torch.distributions`` registers for the pair (a prior that
+    declares ``closed_form_kl = True`` needs nothing more)."""
     prior = vae.prior_net
     log_var = 2.0 * scale.log()
     if isinstance(prior, StandardNormal):
         return kl_standard_normal(loc, log_var)
     if isinstance(prior, DiagNormal):
         return kl_diag_normals(loc, log_var, prior.loc, 2.0 * prior.scale.log())
+    if prior.closed_form_kl:
+        q = dist.Normal(loc, scale).to_event(1)
+        try:
+            return torch.distributions.kl_divergence(q, vae.prior())
+        except NotImplementedError:
+            raise PyrovaeError(
+                f"the {type(prior).__name__} prior declares closed_form_kl = True, but "
+                f"torch.distributions registers no KL from a diagonal Normal to it: register "
+                f"one (torch.distributions.register_kl) or set closed_form_kl = False"
+            ) from None
     raise PyrovaeError(
         f"the {type(prior).__name__} prior has no closed-form KL: use train.loss=trace "
         "(the KL is then estimated by Monte Carlo)"
@@ -66,8 +80,9 @@ def closed_form_kl(vae, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 def closed_form_kl_available(vae) -> bool:
     """True when the prior has a closed-form KL; a one-line error otherwise."""
     if not vae.prior_net.closed_form_kl:
+        names = ", ".join(name for name, cls in PRIORS.items() if cls.closed_form_kl)
         raise PyrovaeError(
-            f"the analytic loss needs a prior with a closed-form KL (normal, diag_normal), not "
+            f"the analytic loss needs a prior with a closed-form KL ({names}), not "
             f"{type(vae.prior_net).__name__}: use train.loss=trace"
         )
     return True
