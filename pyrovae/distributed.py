@@ -34,7 +34,9 @@ What a run of W ranks computes, and why it is the one-process run:
 
 So, with the same seed, a run of any number of ranks follows the one-process trajectory up to
 the order of float32 sums (and exactly on the same number of CPU ranks). Batch norm is the
-exception: it normalizes over each rank's rows (DDP's default, buffers from rank 0).
+exception: in training it normalizes over each rank's rows, and each rank updates its own
+running statistics; before each evaluation every rank takes rank 0's (:func:`sync_buffers`),
+so that the validation and test ELBO logged are those of the model rank 0 saves.
 """
 
 from __future__ import annotations
@@ -342,6 +344,14 @@ def average_gradients(ctx: Context, params: list[torch.Tensor]) -> None:
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def sync_buffers(module: torch.nn.Module) -> None:
+    """Every rank takes rank 0's buffers (batch norm's running statistics), which each rank
+    updated from its own rows in training (the recorded engines never synchronize them; DDP
+    does so at the start of a step, not after its last one)."""
+    for buffer in module.buffers():
+        torch.distributed.broadcast(buffer, src=0)
 
 
 def data_parallel(ctx: Context, stepper, engine: str = "") -> LossModule:

@@ -442,6 +442,23 @@ def write_config(folder: Path, cfg: Config) -> None:
     checkpoint.atomic_write_text(header + to_yaml(cfg), folder / checkpoint.CONFIG)
 
 
+def _restore(steps: SVIStepper | TorchStepper, generator: torch.Generator, state: dict,
+             path: Path) -> None:
+    """The saved optimizer and random states, or a one-line error naming the damaged part."""
+    errors = (KeyError, ValueError, TypeError, RuntimeError, AttributeError)
+    try:
+        steps.load_state_dict(state["optim"])
+    except errors as err:
+        raise PyrovaeError(f"{path}: its optimizer state does not fit the model "
+                           f"({type(err).__name__}); the file is damaged, start a new run") \
+            from None
+    try:
+        checkpoint.set_rng_state(state["rng"], generator)
+    except errors as err:
+        raise PyrovaeError(f"{path}: its random states are damaged ({type(err).__name__}); "
+                           "start a new run") from None
+
+
 def resume(run_dir: str | Path, overrides: list[str] | tuple = (),
            ctx: distributed.Context | None = None, log=print) -> Run:
     """The run saved in ``run_dir``, at the end of its last completed epoch: a run folder, its
@@ -484,19 +501,9 @@ def resume(run_dir: str | Path, overrides: list[str] | tuple = (),
     vae = _all(ctx, lambda: checkpoint.build_trained(cfg, state, path)).to(device)
     _all(ctx, lambda: check_data(vae, splits))
     steps = _all(ctx, lambda: stepper(cfg, vae))
-    try:
-        steps.load_state_dict(state["optim"])
-    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as err:
-        raise PyrovaeError(f"{path}: its optimizer state does not fit the model "
-                           f"({type(err).__name__}); the file is damaged, start a new run") \
-            from None
     generator = torch.Generator(device=device)
+    _all(ctx, lambda: _restore(steps, generator, state, path))  # a damaged file: one line
     moved = torch.device(state.get("device", "cpu")).type != device.type
-    try:
-        checkpoint.set_rng_state(state["rng"], generator)
-    except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as err:
-        raise PyrovaeError(f"{path}: its random states are damaged ({type(err).__name__}); "
-                           "start a new run") from None
     if moved and (ctx is None or ctx.main):
         log(f"note: the run was trained on {state.get('device')} and continues on {device}: the "
             "same model and optimizer, but other random streams, so its numbers will not be "
@@ -601,6 +608,8 @@ def run_epoch(run: Run, log=print) -> dict:
     # train.lr, train.schedule) would otherwise take its first epoch at the saved rate
     run.stepper.set_lr(row["lr"])
     row.update(train_epoch(run))
+    if run.dist is not None:  # the running statistics of the model that rank 0 saves
+        distributed.sync_buffers(run.vae)
     row.update(evaluate_epoch(run))
     run.epoch += 1
     run.metrics.append(row)
@@ -754,7 +763,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\ninterrupted: the last epoch's checkpoint is kept; continue with "
                   f"python -m pyrovae.fit --resume {folder}", file=sys.stderr)
         return cli.INTERRUPTED
-    except (Stopped, torch.distributed.DistError) as err:
+    except (Stopped, RuntimeError) as err:  # torch's DistError, and gloo's plain RuntimeError
+        if ctx is None:  # no collective: a failure of its own, with its traceback
+            raise
         what = "stopped by torchrun" if isinstance(err, Stopped) else \
             f"a collective failed ({(str(err).strip().splitlines() or [''])[0][:160]})"
         print(f"error: rank {ctx.rank}: {what}: another rank stopped or timed out; the last "

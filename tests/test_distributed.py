@@ -298,6 +298,30 @@ def test_a_peer_that_never_comes_is_an_error_within_the_timeout(monkeypatch):
     assert not torch.distributed.is_initialized()
 
 
+def _sync_rank(rank: int, port: int, out: str) -> None:
+    """One of 2 gloo ranks: a batch-norm layer whose running statistics differ by rank, then
+    distributed.sync_buffers; its buffers saved for the test to compare."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+    layer = torch.nn.BatchNorm1d(3).train()
+    layer(torch.randn(8, 3, generator=torch.Generator().manual_seed(rank)))  # rank's own rows
+    distributed.sync_buffers(layer)
+    torch.save(dict(layer.named_buffers()), Path(out) / f"rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_sync_buffers_gives_every_rank_the_running_statistics_of_rank_0(tmp_path):
+    """What fit calls under torchrun before each evaluation: batch norm's running statistics,
+    updated by each rank from its own rows, are rank 0's on every rank afterwards."""
+    torch.multiprocessing.spawn(_sync_rank, args=(_free_port(), str(tmp_path)), nprocs=2)
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    mine = torch.nn.BatchNorm1d(3).train()
+    mine(torch.randn(8, 3, generator=torch.Generator().manual_seed(0)))
+    assert set(a) == {"running_mean", "running_var", "num_batches_tracked"}
+    for name, value in dict(mine.named_buffers()).items():  # rank 0's, as computed alone
+        assert torch.equal(a[name], value) and torch.equal(b[name], value), name
+
+
 # ---- the other engines (slow: one torchrun launch each) -------------------------------------
 
 

@@ -130,7 +130,7 @@ def test_bad_input_is_one_line(x, match):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"net": "transformer"}, "unknown net"),
-    ({"prior": "laplace"}, "unknown prior"),
+    ({"prior": "no_such_prior"}, "unknown prior"),
     ({"likelihood": "softmax"}, "unknown likelihood"),
     ({"x_shape": (1, 0, 3)}, "x_shape must be"),
     ({"x_shape": "28x28"}, "x_shape must be"),
