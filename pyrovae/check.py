@@ -503,13 +503,29 @@ def _names(value: str | None, choices: list[str], kind: str) -> list[str]:
     return names
 
 
-def _splits(cfg, likelihood: str, cache: dict):
-    """The config's data, binarized for a Bernoulli likelihood and grey-level otherwise."""
+def _data_for(cfg, vae: VAE | None, cache: dict, examples: int):
+    """(splits, None): the config's data as the pair's likelihood takes it, grey levels where
+    its ``check`` accepts the examples checked, else binarized (a Bernoulli likelihood); or
+    (None, why) where it takes neither, and the pair is skipped."""
+    from pyrovae.likelihoods import build_likelihood
+
+    kinds = ("static",) if cfg.data.name == "binarized_mnist" else ("none", "dynamic")
+    for binarize in kinds:
+        splits = _splits(cfg, binarize, cache)
+        likelihood = vae.likelihood if vae is not None else build_likelihood(
+            cfg.model.likelihood, splits.x_shape, **cfg.model.likelihood_options)
+        try:
+            likelihood.check(splits.test[:examples])
+            return splits, None
+        except PyrovaeError as err:
+            why = str(err)
+    return None, why
+
+
+def _splits(cfg, binarize: str, cache: dict):
+    """The config's data, binarized as ``binarize`` says (loaded once per binarization)."""
     from pyrovae.fit import load_splits
 
-    binarize = "dynamic" if likelihood == "bernoulli" else "none"
-    if cfg.data.name == "binarized_mnist":
-        binarize = "static"
     if binarize not in cache:
         cfg.data.binarize = binarize
         cfg.data.limit = cfg.data.limit or 10000
@@ -521,6 +537,7 @@ def check_all(args) -> list[Check]:
     """Every (model, config) of the command line, checked; the run's family-wise error rate
     ``args.alpha`` is split evenly over all its statistical tests (Bonferroni)."""
     from pyrovae.config import vae_kwargs
+    from pyrovae.likelihoods import LIKELIHOODS
     from pyrovae.priors import PRIORS
 
     rows: list[Check] = []
@@ -542,12 +559,21 @@ def check_all(args) -> list[Check]:
     if not 0 < args.alpha < 1:
         raise PyrovaeError(f"--alpha is a probability between 0 and 1 (such as 0.01), "
                            f"got {args.alpha!r}")
-    models = list(_models(args))
+    models = []
+    for vae, cfg in _models(args):
+        splits, why = _data_for(cfg, vae, cache, args.examples)
+        if splits is None:  # the data in no form this likelihood takes: a row says so
+            label = (_label(vae) if vae is not None else
+                     f"{PRIORS[cfg.model.prior].__name__} x "
+                     f"{LIKELIHOODS[cfg.model.likelihood].__name__}")
+            rows.append(Check(label, "data", True, math.nan, math.nan,
+                              detail=f"skipped: the data in no form this likelihood takes: {why}"))
+        else:
+            models.append((vae, cfg, splits))
     counts = [count_tests(vae.prior_net.closed_form_kl if vae is not None
                           else PRIORS[cfg.model.prior].closed_form_kl,
-                          len(particles), args.replicates) for vae, cfg in models]
-    for (vae, cfg), count in zip(models, counts):
-        splits = _splits(cfg, cfg.model.likelihood, cache)
+                          len(particles), args.replicates) for vae, cfg, _ in models]
+    for (vae, cfg, splits), count in zip(models, counts):
         if vae is None:  # a fresh model of the config for this pair
             pyro.set_rng_seed(args.seed)
             vae = VAE(**vae_kwargs(cfg, splits.x_shape))

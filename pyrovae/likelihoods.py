@@ -50,12 +50,23 @@ class Likelihood(PyroModule):
     def check(self, x: torch.Tensor) -> None:
         """Raise a one-line PyrovaeError when ``x`` lies outside the support."""
 
+    def output_for_mean(self, mean: torch.Tensor) -> torch.Tensor:
+        """The decoder output whose distribution has mean ``mean`` (``model.output_bias=
+        data_mean`` starts the decoder's output bias there); a likelihood that has no such
+        inverse leaves this out and the option is a one-line error."""
+        raise NotImplementedError
+
 
 class Bernoulli(Likelihood):
     """p(x|z) = prod_i Bernoulli(x_i; sigmoid(logits_i)) for binary data (K&W 2013, App. C.1)."""
 
     def base(self, out: torch.Tensor) -> dist.Distribution:
         return dist.Bernoulli(logits=out, validate_args=False)
+
+    def output_for_mean(self, mean: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+        """The logit of the mean, clamped to [eps, 1 - eps] (an all-black pixel: a finite one)."""
+        p = mean.clamp(eps, 1 - eps)
+        return p.log() - (-p).log1p()
 
     def check(self, x: torch.Tensor) -> None:
         if not ((x == 0) | (x == 1)).all():
@@ -280,6 +291,9 @@ class _LocScale(Likelihood):
 
     def base(self, out: torch.Tensor) -> dist.Distribution:
         return self.family(out, self.scale.expand(out.shape), validate_args=False)
+
+    def output_for_mean(self, mean: torch.Tensor) -> torch.Tensor:
+        return mean  # the location is the mean
 
 
 class Gaussian(_LocScale):

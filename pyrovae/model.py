@@ -151,20 +151,20 @@ class VAE(PyroModule):
         self.check_z(z)
         return self.likelihood(self.decoder(z))
 
-    def set_output_bias_to_mean(self, mean: torch.Tensor, eps: float = 1e-3) -> None:
+    def set_output_bias_to_mean(self, mean: torch.Tensor) -> None:
         """Start the decoder's output bias at the likelihood's parameter of ``mean`` (the
-        training data's mean example): the logit of the mean pixel for ``bernoulli`` (Burda et
-        al. 2015 start this way), the mean itself for a location (``gaussian``, ``laplace``).
-        Before any training the decoder then predicts the data's mean image."""
-        name = type(self.likelihood).__name__.lower()
-        if name == "bernoulli":
-            p = mean.clamp(eps, 1 - eps)
-            value = p.log() - (-p).log1p()
-        elif name in ("gaussian", "laplace"):
-            value = mean
-        else:
-            raise PyrovaeError(f"model.output_bias=data_mean is for the bernoulli, gaussian and "
-                               f"laplace likelihoods, not {name}: use model.output_bias=default")
+        training data's mean example; ``Likelihood.output_for_mean``): the logit of the mean
+        pixel for ``bernoulli`` (Burda et al. 2015 start this way), the mean itself for a
+        location (``gaussian``, ``laplace``). Before any training the decoder then predicts the
+        data's mean image."""
+        try:
+            value = self.likelihood.output_for_mean(mean)
+        except NotImplementedError:
+            able = [name for name, cls in LIKELIHOODS.items()
+                    if cls.output_for_mean is not Likelihood.output_for_mean]
+            raise PyrovaeError(
+                f"model.output_bias=data_mean is for the {', '.join(able)} likelihoods, not "
+                f"{type(self.likelihood).__name__}: use model.output_bias=default") from None
         self.decoder.set_output_bias(value.to(next(self.decoder.parameters()).dtype))
 
     # ---- the Pyro program ----------------------------------------------------------------

@@ -22,8 +22,10 @@ A component is then given in one of two forms, everywhere (config files, overrid
 Objectives (``train.loss``) declare no options. Their one setting, the number of particles K
 (``train.num_particles``), is taken by every objective, and is a setting of the training loop as
 much as of the bound (``train.eval_particles`` is its evaluation twin), so it stays in
-``train``. An objective with a hyperparameter of its own would declare ``options`` in the same
-way, and ``train.loss`` would take the nested form as the model's components do.
+``train``. ``train.loss`` is a name only: an objective with a hyperparameter of its own (the
+alpha of a Renyi bound) is, as things are, one registered subclass per value. Options for
+objectives would need ``train.loss`` to take the nested form of the model's components; that is
+not built.
 """
 
 from __future__ import annotations

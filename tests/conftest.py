@@ -64,6 +64,20 @@ def prior_options(name: str, **options) -> dict:
     return {k: v for k, v in options.items() if k in PRIORS[name].options}
 
 
+def other_value(option):
+    """A valid value of ``option`` (a :class:`pyrovae.options.Option`) other than its default,
+    derived from its declaration: a test over every registered option needs no table of them."""
+    if option.choices:
+        return next(c for c in option.choices if c != option.default)
+    if option.type is bool:
+        return not option.default
+    if option.type is list:
+        return [v + 1 for v in option.default] or [8]
+    if option.type is int:
+        return option.default // 2 if option.default >= 2 else option.default + 1
+    return option.default / 2 if option.default else 0.5  # float; ranges are > 0 or >= 0
+
+
 def mirror_path() -> Path:
     """PYROVAE_DATA_MIRROR, else ../shared/data beside the repository."""
     return Path(os.environ.get("PYROVAE_DATA_MIRROR", REPO.parent / "shared" / "data"))

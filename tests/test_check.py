@@ -10,7 +10,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-from pyrovae import VAE, check
+from pyrovae import VAE, check, likelihoods
 from pyrovae.errors import PyrovaeError
 from pyrovae.objectives import closed_form_kl, kl_diag_normals
 
@@ -247,6 +247,36 @@ def test_the_check_of_a_fresh_model_sees_the_priors_own_terms(moved, mirror, dat
     assert check.main(args) == (1 if moved else 0)
     out = strict_json(capsys.readouterr().out)
     assert out["agree"] is not moved
+
+
+class OpenUnitInterval(likelihoods.ContinuousBernoulli):
+    """Test double: a likelihood whose check refuses exact 0s and 1s (a Beta's would), so that
+    MNIST suits it in no form."""
+
+    def check(self, x):
+        if not ((x > 0) & (x < 1)).all():
+            raise PyrovaeError("this likelihood needs data in (0, 1), without exact 0s and 1s")
+
+
+def test_the_data_follow_the_likelihoods_check_and_a_pair_without_data_is_skipped(
+        mirror, data_root, monkeypatch, capsys):
+    """The data of a pair are chosen by its likelihood's own check, not by its name: grey for the
+    continuous Bernoulli, binarized for the Bernoulli; a likelihood that takes neither gets a
+    skipped row, and the other pairs are checked."""
+    monkeypatch.setitem(likelihoods.LIKELIHOODS, "open_unit", OpenUnitInterval)
+    args = ["--priors", "normal", "--likelihoods", "bernoulli,continuous_bernoulli,open_unit",
+            "--particles", "10,100", "--gradient-repeats", "10", "--examples", "4", "--json",
+            "model.z_dim=4", "model.hidden=[32]", f"data.root={data_root}"]
+    assert check.main(args) == 0
+    out = strict_json(capsys.readouterr().out)
+    (skipped,) = [c for c in out["checks"] if c["check"] == "data"]
+    assert skipped["model"] == "StandardNormal x OpenUnitInterval"
+    assert "(0, 1)" in skipped["detail"] and skipped["detail"].startswith("skipped")
+    assert {c["model"] for c in out["checks"]} == {
+        "StandardNormal x Bernoulli", "StandardNormal x ContinuousBernoulli",
+        "StandardNormal x OpenUnitInterval"}
+    tested = [c for c in out["checks"] if c["level"] is not None]
+    assert sum(c["level"] for c in tested) == pytest.approx(0.01)  # the skipped pair has none
 
 
 def test_cli_table_and_bad_arguments(mirror, data_root, capsys):

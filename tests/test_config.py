@@ -4,6 +4,7 @@ import pytest
 
 from pyrovae.config import CONFIG_DIR, from_dict, load_config, to_dict, to_yaml
 from pyrovae.errors import PyrovaeError
+from tests.conftest import other_value
 
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 REQUIRED = ["mnist", "mnist_fc400_z20", "mnist_z2_manifold", "mnist_conv", "mnist_z8",
@@ -107,10 +108,9 @@ def test_every_declared_option_is_accepted_by_its_component():
     from pyrovae.likelihoods import LIKELIHOODS
     from pyrovae.priors import PRIORS
 
-    values = {"components": 3, "scale": 0.5, "learn_scale": "global", "min_scale": 0.01}
     for kind, registry in (("prior", PRIORS), ("likelihood", LIKELIHOODS)):
         for name, cls in registry.items():
-            options = {k: values[k] for k in cls.options}
+            options = {k: other_value(option) for k, option in cls.options.items()}
             flat = {cls.options[k].key(k): v for k, v in options.items()}
             nested = load_config(None, [f"model.{kind}={name}",
                                         *(f"model.{kind}.{k}={v}" for k, v in options.items())])

@@ -15,8 +15,10 @@ import torch
 
 from pyrovae import VAE, optim
 from pyrovae.errors import PyrovaeError
+from pyrovae.likelihoods import LIKELIHOODS
 from pyrovae.objectives import LOSSES
 from pyrovae.optim import adam_options, autocast, make_stepper
+from pyrovae.priors import PRIORS
 from tests.conftest import needs_cxx
 
 TRACED = ["traced", pytest.param("compiled", marks=needs_cxx)]
@@ -89,8 +91,7 @@ def test_traced_engines_take_the_torch_step(engine: str) -> None:
 
 
 @pytest.mark.parametrize("prior, likelihood, loss, particles", [
-    *[(prior, lik, "trace", 2) for prior in ("normal", "diag_normal", "mog", "vamp")
-      for lik in ("bernoulli", "gaussian")],
+    *[(prior, lik, "trace", 2) for prior in PRIORS for lik in LIKELIHOODS],
     ("normal", "continuous_bernoulli", "meanfield", 1), ("diag_normal", "bernoulli", "analytic", 3),
     ("normal", "bernoulli", "iwae", 4), ("mog", "gaussian", "iwae_dreg", 3),
     ("vamp", "bernoulli", "iwae_dreg", 2), *[("normal", "bernoulli", loss, 2) for loss in LOSSES],
