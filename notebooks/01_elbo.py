@@ -29,8 +29,9 @@
 # 6. shows numerically why the objective "$\mathbb{E}_q[\log p(x\mid z)] + \mathrm{KL}(p(z)\,\Vert\,q(z\mid x))$"
 #    (wrong sign *and* direction, seen in write-ups) is not a lower bound.
 #
-# Every assertion uses a tolerance derived from a standard error (or float64 round-off),
-# so a wrong implementation fails the notebook. `PYROVAE_FAST=1` runs a smaller version.
+# The statistical assertions use tolerances derived from standard errors, the exact ones float64
+# round-off, and a few fixed margins sit far from the values they bound, so a wrong
+# implementation fails the notebook. `PYROVAE_FAST=1` runs a smaller version.
 
 # %%
 from pyrovae import notebook as nb
@@ -452,7 +453,7 @@ assert arr[0, 2] > arr[-1, 2] and arr[0, 2] > logpx[0].item() + 10  # wrong one 
 #
 # Maximum likelihood for this model with $s$ fixed is also known in closed form (Tipping &
 # Bishop 1999): $b = m_0$, $W = U_K(\Lambda_K - s^2 I)^{1/2}$ from the top $K$ eigenvectors and
-# eigenvalues of $C_0$. It gives the smallest $\mathrm{KL}(p_\text{data}\,\Vert\,p_\theta)$ the model can
+# eigenvalues of $C_0$ (a column whose eigenvalue is not above $s^2$ is 0; here all are). It gives the smallest $\mathrm{KL}(p_\text{data}\,\Vert\,p_\theta)$ the model can
 # reach, which EM on a large sample must approach.
 
 # %%
@@ -733,7 +734,8 @@ plt.show()
 #   the KL from `objectives.closed_form_kl`.
 #
 # Both estimate the same number, so their means must agree within
-# $3\sqrt{\mathrm{SE}_1^2 + \mathrm{SE}_2^2}$ (Bonferroni-adjusted over the values of $N$);
+# a multiple of $\sqrt{\mathrm{SE}_1^2 + \mathrm{SE}_2^2}$ Bonferroni-adjusted over the values of
+# $N$ (3.40 here);
 # each standard error must fall like $1/\sqrt{N}$ (slope $-\tfrac12$ of $\log \mathrm{SE}$
 # against $\log N$, within `check.SLOPE_TOLERANCE`).
 

@@ -15,7 +15,8 @@
 # MNIST with the library's own entry points, and checks what they write against the mathematics:
 #
 # 1. a run is a config: `load_config(path, overrides)`;
-# 2. `fit` trains it with `pyro.infer.SVI`; `metrics.csv` and the ELBO curve, and the
+# 2. `fit` trains it (the loss `pyro.infer.SVI` with `Trace_ELBO` would minimize; section 2
+#    says which engine steps it); `metrics.csv` and the ELBO curve, and the
 #    test ELBO recomputed by hand from the saved model;
 # 3. the $\beta$ trade-off: reconstruction against KL for $\beta = 0.25, 1, 4$;
 # 4. samples from the prior, reproduced pixel for pixel from $z \sim p(z)$;
@@ -738,8 +739,10 @@ plt.show()
 #
 # Two configs reproduce networks of well-known write-ups:
 #
-# * `configs/mnist_conv.yaml`, the convolutional VAE of the TensorFlow write-up, in the layout of
-#   the [TensorFlow CVAE tutorial](https://www.tensorflow.org/tutorials/generative/cvae): an encoder
+# * `configs/mnist_conv.yaml`, a convolutional VAE after the
+#   [TensorFlow CVAE tutorial](https://www.tensorflow.org/tutorials/generative/cvae) (its two
+#   strided convolutions of 32 and 64 channels; here with padding 1, batch norm, a dense layer, a
+#   softplus scale and a 32-d latent, where the tutorial has none of these and a 2-d one): an encoder
 #   of two strided $3\times 3$ convolutions (32 and 64 channels, stride 2 and padding 1, each halving
 #   the image: $28 \to 14 \to 7$), each followed by **batch norm**
 #   ([Ioffe & Szegedy 2015](https://arxiv.org/abs/1502.03167)) and ReLU, then a dense layer of 256

@@ -45,6 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pyrovae.errors import PyrovaeError
+from pyrovae.options import yaml_boolean
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "mnist.yaml"
@@ -297,12 +298,8 @@ def validate(cfg: Config) -> Config:
     for key, choices in _choices().items():
         value = _get(cfg, key)
         if value is not None and value not in choices:
-            # a YAML boolean (yes, no, on, off, true, false) reaches a text option as True/False
-            read = (" (YAML reads yes, no, on, off, true and false as True or False)"
-                    if value in ("True", "False") else "")
-            raise PyrovaeError(
-                f"bad value {value!r} for {key}{read}; choose one of: {', '.join(choices)}"
-            )
+            raise PyrovaeError(f"bad value {value!r} for {key}{yaml_boolean(value)}; choose one "
+                               f"of: {', '.join(choices)}")
     for key in _POSITIVE:
         value = _get(cfg, key)
         if value is not None and not value > 0:

@@ -346,6 +346,14 @@ def average_gradients(ctx: Context, params: list[torch.Tensor]) -> None:
         offset += g.numel()
 
 
+def collective_failed(err: BaseException) -> bool:
+    """Whether ``err`` is a collective's failure (a peer that died, closed its connection or
+    timed out): torch's ``DistError``, or the plain ``RuntimeError`` that gloo raises, whose
+    message names its source file under ``gloo/``."""
+    return isinstance(err, torch.distributed.DistError) or (
+        isinstance(err, RuntimeError) and "gloo" in str(err))
+
+
 def sync_buffers(module: torch.nn.Module) -> None:
     """Every rank takes rank 0's buffers (batch norm's running statistics), which each rank
     updated from its own rows in training (the recorded engines never synchronize them; DDP

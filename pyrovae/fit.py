@@ -26,6 +26,7 @@ one-process run: ``--resume`` continues on any number of ranks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import math
@@ -377,7 +378,13 @@ def start(cfg: Config, ctx: distributed.Context | None = None, log=print) -> Run
 
     def make_folder() -> str:
         folder = new_run_folder(parent, cfg.run_name)
-        write_config(folder, cfg)
+        try:
+            write_config(folder, cfg)
+        except BaseException:  # release the folder: an empty claim would block its run_name
+            with contextlib.suppress(OSError):
+                (folder / checkpoint.CONFIG).unlink(missing_ok=True)
+                folder.rmdir()  # only if empty: a run_name folder may have existed before
+            raise
         return str(folder)
 
     if ctx is None:
@@ -763,9 +770,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\ninterrupted: the last epoch's checkpoint is kept; continue with "
                   f"python -m pyrovae.fit --resume {folder}", file=sys.stderr)
         return cli.INTERRUPTED
-    except (Stopped, RuntimeError) as err:  # torch's DistError, and gloo's plain RuntimeError
-        if ctx is None:  # no collective: a failure of its own, with its traceback
-            raise
+    except (Stopped, RuntimeError) as err:
+        if ctx is None or not (isinstance(err, Stopped) or distributed.collective_failed(err)):
+            raise  # not a collective's failure: a bug, with its traceback
         what = "stopped by torchrun" if isinstance(err, Stopped) else \
             f"a collective failed ({(str(err).strip().splitlines() or [''])[0][:160]})"
         print(f"error: rank {ctx.rank}: {what}: another rank stopped or timed out; the last "

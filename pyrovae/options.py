@@ -62,6 +62,14 @@ def _whole(value: Any) -> int | None:
     return None if item is value else _whole(item)
 
 
+def yaml_boolean(value: Any) -> str:
+    """For a bad value of a text option that YAML read as a boolean (yes, no, on, off, true,
+    false reach it as True/False, or their text): the words that say so; else nothing."""
+    if isinstance(value, bool) or value in ("True", "False"):
+        return " (YAML reads yes, no, on, off, true and false as True or False)"
+    return ""
+
+
 @dataclass(frozen=True)
 class Option:
     """One option of a component.
@@ -110,8 +118,8 @@ class Option:
         ``list``), or a one-line error naming ``key``, the value and what is allowed."""
         if self.choices:
             if not isinstance(value, str) or value not in self.choices:
-                raise PyrovaeError(f"unknown {key} {value!r}; choose one of: "
-                                   f"{', '.join(self.choices)}")
+                raise PyrovaeError(f"unknown {key} {value!r}{yaml_boolean(value)}; choose one "
+                                   f"of: {', '.join(self.choices)}")
             return value
         if self.type is list:
             return self._check_list(value, key)

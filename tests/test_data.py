@@ -249,6 +249,9 @@ def test_mirror_from_env_var_and_relative_path(
     cfg = load_config(None, ["data.name=fashion_mnist", f"data.root={tmp_path / 'cache'}"])
     assert "PYROVAE_DATA_MIRROR=" in data_source(cfg) and "downloaded" in data_source(cfg)
     _error(resolve_mirror, str(tmp_path / "no-such-mirror"), match=("does not exist",))
+    # ... and where the data are then missing, the error names the variable passed over
+    _error(load_data, "binarized_mnist", root=tmp_path / "empty", binarize="static",
+           match=(f"PYROVAE_DATA_MIRROR={tmp_path / 'no-such-mirror'} does not exist",))
 
 
 def test_valid_size_too_large(cache: SimpleNamespace) -> None:

@@ -286,6 +286,38 @@ def test_missing_rendezvous_is_one_line_on_rank_0(monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
+GLOO_CLOSED = ("[../third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer "
+               "[127.0.0.1]:29500")
+
+
+@pytest.mark.parametrize("error, one_line", [
+    (RuntimeError(GLOO_CLOSED), True), (torch.distributed.DistError("timed out"), True),
+    (RuntimeError("mat1 and mat2 shapes cannot be multiplied (64x784 and 785x400)"), False)])
+def test_only_a_collectives_failure_is_reported_as_one(error, one_line, monkeypatch, capsys):
+    """Under torchrun, a peer's death or silence (gloo's plain RuntimeError, torch's DistError)
+    is one line that says to resume; any other RuntimeError is a bug and keeps its traceback."""
+    env = {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(_free_port())}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(fit, "fit", fail)
+    try:
+        if one_line:
+            assert fit.main(["train.epochs=1"]) == 1
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "a collective failed" in err and "--resume" in err
+        else:
+            with pytest.raises(RuntimeError, match="mat1 and mat2"):
+                fit.main(["train.epochs=1"])
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
 def test_a_peer_that_never_comes_is_an_error_within_the_timeout(monkeypatch):
     env = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "127.0.0.1",
            "MASTER_PORT": str(_free_port()), "PYROVAE_DIST_TIMEOUT": "3"}

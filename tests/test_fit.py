@@ -383,6 +383,21 @@ def test_two_runs_started_at_once_with_one_run_name_get_one_folder(tmp_path, mon
         fit.new_run_folder(parent, "mine")
 
 
+def test_a_failed_config_write_releases_the_run_name(mirror, data_root, tmp_path, monkeypatch):
+    """A run whose config.yaml cannot be written leaves no claimed folder behind: its run_name
+    is free for the next run."""
+    def fail(folder, cfg):
+        raise PyrovaeError("cannot write config.yaml (No space left on device)")
+
+    monkeypatch.setattr(fit, "write_config", fail)
+    cfg = load_config(None, [*SMALL, "data.limit=300", f"data.root={data_root}", "train.epochs=1",
+                             f"run_dir={tmp_path}", "run_name=mine"])
+    with pytest.raises(PyrovaeError, match="No space left"):
+        fit.start(cfg, log=lambda *a: None)
+    assert not (tmp_path / "mine").exists()
+    fit.check_run_parent(tmp_path, "mine")  # free
+
+
 def _rates(state) -> set[float]:
     """Every learning rate in an optimizer state (one torch state dict, or Pyro's per-parameter
     dict of them)."""

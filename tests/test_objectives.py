@@ -12,13 +12,14 @@ from pyrovae.likelihoods import LIKELIHOODS
 from pyrovae.objectives import (
     analytic_loss,
     build,
+    closed_form_kl,
     kl_diag_normals,
     kl_mvn,
     kl_standard_normal,
     pyro_elbo,
     trace_elbo_log_probs,
 )
-from pyrovae.priors import PRIORS
+from pyrovae.priors import PRIORS, Prior
 from tests.conftest import binary_batch
 
 
@@ -87,6 +88,36 @@ def test_analytic_loss_equals_trace_meanfield_with_same_noise(prior, likelihood)
     pyros = pyro_elbo("meanfield").differentiable_loss(vae.model, vae.guide, x, 50)
     assert abs(ours.item() - pyros.item()) <= 1e-5 * abs(pyros.item())
     assert abs(meanfield.item() - pyros.item()) <= 1e-10 * abs(pyros.item())
+
+
+class ShiftedNormalPrior(Prior):
+    """A prior declaring a closed-form KL and written nowhere in kl.py: N(0.3, 2^2 I)."""
+
+    closed_form_kl = True
+
+    def forward(self):
+        return pyro.distributions.Normal(torch.full((self.z_dim,), 0.3), 2.0).to_event(1)
+
+
+class MixtureClaimingAClosedForm(PRIORS["mog"]):
+    """Test double: a mixture prior that declares a closed-form KL torch does not have."""
+
+    closed_form_kl = True
+
+
+def test_a_prior_declaring_a_closed_form_kl_gets_torchs():
+    """closed_form_kl falls back to the rule torch.distributions registers (here Normal to
+    Normal: the diagonal-normal formula), and a prior that declares one torch lacks gets a
+    one-line error."""
+    loc, scale = torch.randn(5, 3), torch.rand(5, 3) + 0.2
+    vae = VAE(x_shape=(4,), z_dim=3, hidden=[8], prior=ShiftedNormalPrior)
+    expected = kl_diag_normals(loc, 2 * scale.log(), torch.full((3,), 0.3),
+                               torch.full((3,), 2 * math.log(2.0)))
+    torch.testing.assert_close(closed_form_kl(vae, loc, scale), expected)
+    mixture = VAE(x_shape=(4,), z_dim=3, hidden=[8], prior=MixtureClaimingAClosedForm)
+    with pytest.raises(PyrovaeError, match="registers no KL from a diagonal Normal") as err:
+        closed_form_kl(mixture, loc, scale)
+    assert "\n" not in str(err.value)
 
 
 def test_analytic_loss_scales_by_num_data_and_beta():

@@ -37,9 +37,7 @@ def resolve_mirror(mirror: str | None) -> Path | None:
         source = "PYROVAE_DATA_MIRROR"
     if mirror is None:
         return None
-    path = Path(mirror).expanduser()
-    if not path.is_absolute():
-        path = Path.cwd() / path
+    path = _absolute(mirror)
     if not path.exists() and source == "PYROVAE_DATA_MIRROR":
         return None
     if not path.exists():
@@ -52,13 +50,24 @@ def resolve_mirror(mirror: str | None) -> Path | None:
     return path
 
 
+def _absolute(mirror: str | Path) -> Path:
+    """A mirror's path: ``~`` expanded, relative to the working directory."""
+    path = Path(mirror).expanduser()
+    return path if path.is_absolute() else Path.cwd() / path
+
+
 def env_mirror_missing() -> str | None:
     """``PYROVAE_DATA_MIRROR`` when it is set to a path that does not exist (passed over)."""
     value = os.environ.get("PYROVAE_DATA_MIRROR") or None
-    if value is None:
-        return None
-    path = Path(value).expanduser()
-    return None if (path if path.is_absolute() else Path.cwd() / path).exists() else value
+    return value if value is not None and not _absolute(value).exists() else None
+
+
+def mirror_hint(pattern: str) -> str:
+    """The end of a missing-data error: where a mirror would help, and a PYROVAE_DATA_MIRROR
+    that was passed over because its folder does not exist (a typo, most likely)."""
+    passed = env_mirror_missing()
+    note = f" (PYROVAE_DATA_MIRROR={passed} does not exist)" if passed else ""
+    return f"{MIRROR_HINT} {pattern}{note}"
 
 
 def default_root() -> Path:

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from pyrovae.data.cache import MIRROR_HINT, atomic_copy, md5_ok
+from pyrovae.data.cache import atomic_copy, md5_ok, mirror_hint
 from pyrovae.data.checks import short
 from pyrovae.data.splits import DEFAULT_VALID
 from pyrovae.errors import PyrovaeError
@@ -195,8 +195,9 @@ class TorchvisionSource(CachedSource):
                 note = f" (the mirror {mirror} has no {', '.join(not_in_mirror)})"
                 raise PyrovaeError(
                     f"{title} is not in {folder} and could not be downloaded ({short(e)}): put "
-                    f"{', '.join(names)} into {folder}, or {MIRROR_HINT} "
-                    f"{self.folder()}/{_pattern(names)}{note if not_in_mirror else ''}"
+                    f"{', '.join(names)} into {folder}, or "
+                    f"{mirror_hint(f'{self.folder()}/{_pattern(names)}')}"
+                    f"{note if not_in_mirror else ''}"
                 ) from None
             raise PyrovaeError(
                 f"could not read {title} from {folder} ({short(e)}): the files there are damaged "

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyrovae.data.cache import MIRROR_HINT, atomic_copy, atomic_save_npy
+from pyrovae.data.cache import atomic_copy, atomic_save_npy, mirror_hint
 from pyrovae.data.checks import short
 from pyrovae.data.sources.base import CachedSource, Fake, Raw
 from pyrovae.errors import PyrovaeError
@@ -57,7 +57,8 @@ class BinarizedMNIST(CachedSource):
             raise PyrovaeError(
                 f"binarized_mnist is not in {folder} and there is no official download to fetch "
                 f"it from: put {', '.join(missing)} into {folder} (plain .amat files work too; "
-                f"they were first published at {URL}), or {MIRROR_HINT} binarized_mnist/*.amat.gz"
+                f"they were first published at {URL}), or "
+                f"{mirror_hint('binarized_mnist/*.amat.gz')}"
             )
         train, valid, test = (
             torch.from_numpy(arrays[s]).to(torch.float32).reshape(-1, 1, 28, 28) for s in SPLITS
