@@ -110,6 +110,8 @@ class LogitContinuousBernoulli(dist.ContinuousBernoulli):
                    -691 / 1307674368000, 1 / 74724249600, -3617 / 10670622842880000,
                    43867 / 5109094217170944000)
     ICDF_SERIES = 0.05
+    #: from this logit on, the inverse CDF is written without expm1(L)
+    ICDF_LARGE = 50.0
 
     @staticmethod
     def _split(logits: torch.Tensor, cut: float
@@ -180,10 +182,15 @@ class LogitContinuousBernoulli(dist.ContinuousBernoulli):
         small, tiny, safe = self._split(logits, self.ICDF_SERIES)
         a = u * (u - 1)
         series = u + tiny * (-a / 2 + tiny * (a * (2 * u - 1) / 6 - tiny * a * (6 * a + 1) / 24))
-        # log1p(u expm1(L)) / L for L < 0; for L > 0 the same by the symmetry x -> 1 - x
-        neg = torch.log1p(u * torch.expm1(safe)) / safe
-        pos = 1 + torch.log1p((1 - u) * torch.expm1(-safe)) / safe
-        return torch.where(small, series, torch.where(safe > 0, pos, neg)).clamp(0, 1)
+        # log1p(u expm1(L)) / L, which keeps the relative precision of small x, below
+        # ICDF_LARGE; above (expm1 overflows float32 at L = 89) the same number written as
+        # 1 + log(u + (1 - u) e^-L) / L, its logarithm a logaddexp that loses nothing
+        large = safe >= self.ICDF_LARGE
+        direct_l = torch.where(large, torch.ones_like(safe), safe)
+        large_l = torch.where(large, safe, torch.ones_like(safe))
+        direct = torch.log1p(u * torch.expm1(direct_l)) / direct_l
+        near_one = 1 + torch.logaddexp(torch.log(u), torch.log1p(-u) - large_l) / large_l
+        return torch.where(small, series, torch.where(large, near_one, direct)).clamp(0, 1)
 
     def entropy(self) -> torch.Tensor:
         logits = self.logits

@@ -132,6 +132,20 @@ def test_continuous_bernoulli_series_are_exact_in_float64(cls, exact):
         assert (error < rounding) if exact else (error > 1e-11), (name, error)
 
 
+def test_continuous_bernoulli_icdf_keeps_float32_precision():
+    """Sampling by the inverse CDF in float32 agrees with float64 to float32 rounding for every
+    logit and u, also for the small x that a small u gives at a positive logit, where the form
+    1 + log1p((1 - u) expm1(-L)) / L (the test double: the previous one) cancels to 4% error."""
+    logits = torch.tensor([-200.0, -1.0, 0.3, 1.0, 5.0, 20.0, 49.0, 50.0, 60.0, 200.0, 5000.0])
+    u = torch.tensor([1e-6, 1e-3, 0.5, 0.999])[:, None].expand(-1, len(logits))
+    exact = LogitContinuousBernoulli(logits=logits.double()).icdf(u.double())
+    ours = LogitContinuousBernoulli(logits=logits).icdf(u)
+    assert ((ours.double() - exact).abs() / exact).max() < 1e-6
+    one = torch.tensor(1.0)
+    previous = 1 + torch.log1p((1 - u[0, 3]) * torch.expm1(-one)) / one
+    assert abs(previous.double() - exact[0, 3]) / exact[0, 3] > 1e-2
+
+
 def _kl_by_quadrature(p, q, n: int = 400_000) -> torch.Tensor:
     """KL(p || q) = integral of p (log p - log q) over [0, 1], midpoint rule in float64."""
     x = ((torch.arange(n, dtype=torch.float64) + 0.5) / n)[:, None]
