@@ -40,6 +40,23 @@ def pytest_configure(config) -> None:
     )
 
 
+#: Tests that run for many seconds (torchrun launches, a notebook's kernel, compilers, NUTS,
+#: trained models), longest first: collected before the others, so that under xdist the short
+#: tests fill the cores around them instead of a long test ending the run on one core. Whole
+#: modules, or tests of a module without module-scoped fixtures (no fixture is set up twice).
+LONG_FIRST = ("tests/test_distributed.py",
+              "tests/test_notebooks.py::test_notebook_runs_in_fast_mode", "tests/test_optim.py",
+              "tests/test_check.py", "tests/test_benchmarks.py", "tests/test_diagnostics.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    def rank(item) -> int:
+        return next((i for i, p in enumerate(LONG_FIRST) if item.nodeid.startswith(p)),
+                    len(LONG_FIRST))
+
+    items.sort(key=rank)  # stable: in the order found within each rank
+
+
 def one_line_error(fn, *args, match: tuple[str, ...] = (), **kwargs) -> str:
     """Call fn, expect a one-line PyrovaeError containing every string of ``match``."""
     from pyrovae.errors import PyrovaeError
