@@ -188,6 +188,12 @@ def psis(log_weights: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray
     return khat, log_mean
 
 
+def pareto_k_frac_bad(khat: np.ndarray, threshold: float = PARETO_K_THRESHOLD) -> float:
+    """The fraction of k-hats above ``threshold``; a NaN k-hat (not shown reliable) counts as
+    above, -inf (equal weights) as below."""
+    return float(np.mean(~(np.asarray(khat, dtype=np.float64) <= threshold)))
+
+
 def pareto_k_summary(khat: np.ndarray, threshold: float = PARETO_K_THRESHOLD) -> dict:
     """Mean, quantiles and maximum of the k-hats, and the fraction above ``threshold`` (an
     unfitted tail, k-hat = inf, counts as above, and so does a NaN k-hat, as in
@@ -202,7 +208,7 @@ def pareto_k_summary(khat: np.ndarray, threshold: float = PARETO_K_THRESHOLD) ->
         "pareto_k_mean": float(np.mean(k)),
         "pareto_k_quantiles": {str(q): float(v) for q, v in zip(qs, quantiles)},
         "pareto_k_max": float(np.max(k)),
-        "pareto_k_frac_bad": float(np.mean(~(k <= threshold))),  # NaN: not shown reliable
+        "pareto_k_frac_bad": pareto_k_frac_bad(k, threshold),
         "pareto_k_threshold": threshold,
     }
 

@@ -10,9 +10,11 @@ importance-weighted estimate of log p(x) with K samples (Burda et al. 2015) and 
 error, PSIS (Yao et al. 2018: Pareto k-hat per example, the fraction above 0.7, the smoothed
 log p(x)), the active units, the inference gap split into approximation and amortization gaps
 (Cremer et al. 2018) and, on request (``--nuts N``: slow), for N examples a NUTS reference
-posterior compared with q(z|x). It writes ``evaluation.json`` and ``khat.png`` (and with NUTS
-``posterior.png``) into the run folder. RUN_DIR is a run folder, one of its ``.pt`` files, or
-the folder above the runs (a config's ``run_dir``: its latest run, named on stderr).
+posterior compared with q(z|x). It writes ``evaluation.json``, ``khat.png`` (with K >= 25, which
+PSIS needs) and with NUTS ``posterior.png`` into the run folder, replacing those of an earlier
+evaluation (a figure this one does not draw is removed). A run folder means its ``best.pt`` (the
+best validation ELBO), else its ``checkpoint.pt``. RUN_DIR is a run folder, one of its ``.pt``
+files, or the folder above the runs (a config's ``run_dir``: its latest run, named on stderr).
 """
 
 from __future__ import annotations
@@ -303,7 +305,18 @@ def evaluate(run_dir: str | Path, opts: Options | None = None, log=cli.log) -> d
     result["stage_seconds"] = clock.laps
     result["seconds"] = time.perf_counter() - began
     checkpoint.atomic_write_text(json.dumps(_jsonable(result), indent=2) + "\n", run_dir / RESULTS)
+    result["removed"] = _remove_stale_figures(run_dir, result["figures"])
     return result
+
+
+def _remove_stale_figures(run_dir: Path, written: list[str]) -> list[str]:
+    """The figures of an earlier evaluation that this one did not draw (no PSIS with K < 25, no
+    NUTS), removed: the run folder's figures are those of its ``evaluation.json``."""
+    stale = [name for name in (KHAT_FIGURE, POSTERIOR_FIGURE)
+             if name not in written and (run_dir / name).is_file()]
+    for name in stale:
+        (run_dir / name).unlink()
+    return stale
 
 
 # ---- figures -------------------------------------------------------------------------------
@@ -404,6 +417,9 @@ def format_table(r: dict) -> str:
         lines += ["", *_nuts_lines(r["nuts"])]
     figures = ", ".join(r.get("figures", [])) or "no figures"
     lines += ["", f"wrote {RESULTS} and {figures} to {r['run_dir']} in {r['seconds']:.1f} s"]
+    if r.get("removed"):
+        lines.append(f"removed {', '.join(r['removed'])} of an earlier evaluation (this one drew "
+                     "no such figure)")
     return "\n".join(lines)
 
 

@@ -693,6 +693,9 @@ def _fit(cfg: Config | None, resume_dir: str | Path | None, overrides, log,
         train(run, log)
     except KeyboardInterrupt:
         raise Interrupted(run.run_dir) from None
+    finally:  # its event file closed (log_epoch flushed every epoch) and its thread ended
+        if run.tensorboard is not None:
+            run.tensorboard.close()
     if not run.main:
         return run.run_dir
     paths = write_figures(run)

@@ -4,8 +4,9 @@
         --z "0.279,1.219,-0.458,0.547,1.738,-1.890,-0.543,0.505"
     python -m pyrovae.generate runs/mnist --n 64 --out samples.png
 
-RUN_DIR is a run folder, one of its ``.pt`` files, or the folder above the runs (a config's
-``run_dir``: its latest run, named on stderr). The image goes to ``--out``, or else into the run
+RUN_DIR is a run folder (its ``best.pt``, the best validation ELBO, else its ``checkpoint.pt``),
+one of its ``.pt`` files, or the folder above the runs (a config's ``run_dir``: its latest run,
+named on stderr). The image goes to ``--out``, or else into the run
 folder as ``generated.png`` (``generated_1.png``, ... when that exists: nothing is overwritten
 unless ``--force``); it prints where. Images are enlarged (nearest neighbour, whole pixels) to at
 least 256 pixels on the short side, so that one 28 x 28 digit can be seen.

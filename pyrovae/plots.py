@@ -96,16 +96,33 @@ def reconstructions(vae: VAE, x: torch.Tensor, path: str | Path, n: int = 16) ->
 
 
 @torch.no_grad()
+def prior_quantiles(vae: VAE, q: torch.Tensor, draws: int = 20000, seed: int = 0
+                    ) -> torch.Tensor:
+    """The quantiles ``q`` of each dimension of the prior, shape (len(q), z_dim): exact for a
+    prior of independent normals (``normal``, ``diag_normal``: their inverse CDF), else those
+    of ``draws`` draws after ``torch.manual_seed(seed)`` (the global random state restored)."""
+    prior = vae.prior()
+    param = next(vae.parameters())
+    q = q.to(param)
+    base = getattr(prior, "base_dist", None)
+    if isinstance(base, torch.distributions.Normal):
+        return base.icdf(q[:, None])
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        sample = prior.sample((draws,))
+    return torch.quantile(sample, q, dim=0)
+
+
+@torch.no_grad()
 def manifold(vae: VAE, path: str | Path, steps: int = 20) -> Path:
-    """For z_dim = 2: E[x|z] over a grid of z at the quantiles 0.05..0.95 of N(0, 1)
-    (Kingma & Welling 2013, Fig. 4)."""
+    """For z_dim = 2: E[x|z] over a grid of z at the quantiles 0.05..0.95 of each dimension of
+    the prior (for N(0, I), Kingma & Welling 2013, Fig. 4; a learned prior's own quantiles, so
+    that the grid covers where its mass is)."""
     if vae.z_dim != 2:
         raise ValueError("the manifold figure needs z_dim = 2")
-    q = torch.linspace(0.05, 0.95, steps)
-    grid = torch.distributions.Normal(0.0, 1.0).icdf(q)
-    z = torch.cartesian_prod(grid.flip(0), grid)[:, [1, 0]]
-    param = next(vae.parameters())
-    return save_grid(decoded_mean(vae, z.to(param)), vae.x_shape, path, nrow=steps)
+    grid = prior_quantiles(vae, torch.linspace(0.05, 0.95, steps))
+    z = torch.cartesian_prod(grid[:, 1].flip(0), grid[:, 0])[:, [1, 0]]
+    return save_grid(decoded_mean(vae, z), vae.x_shape, path, nrow=steps)
 
 
 @torch.no_grad()
@@ -126,6 +143,8 @@ def interpolation(vae: VAE, x: torch.Tensor, path: str | Path, pairs: int = 8,
 def elbo_curves(rows: Sequence[dict], path: str | Path) -> Path:
     """The training objective (as optimized: beta-weighted during warm-up, or the IWAE bound)
     and the validation and test ELBO (beta = 1), nats per example, against the epoch."""
+    from matplotlib.ticker import MaxNLocator
+
     fig = _figure(figsize=(6, 4))
     ax = fig.subplots()
     epochs = [r["epoch"] for r in rows]
@@ -134,6 +153,7 @@ def elbo_curves(rows: Sequence[dict], path: str | Path) -> Path:
         if rows and key in rows[0]:
             ax.plot(epochs, [r[key] for r in rows], marker="o", label=label)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs: whole numbers
     ax.set_ylabel("nats per example")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -143,7 +163,7 @@ def elbo_curves(rows: Sequence[dict], path: str | Path) -> Path:
 
 def khat_histogram(khat: np.ndarray, path: str | Path, num_samples: int) -> Path:
     """Histogram of the per-example Pareto k-hats, with the 0.5 and 0.7 lines of Yao et al."""
-    from pyrovae.diagnostics import PARETO_K_THRESHOLD
+    from pyrovae.diagnostics import PARETO_K_THRESHOLD, pareto_k_frac_bad
 
     k = np.asarray(khat, dtype=np.float64)
     finite = k[np.isfinite(k)]
@@ -152,9 +172,11 @@ def khat_histogram(khat: np.ndarray, path: str | Path, num_samples: int) -> Path
     ax.hist(finite, bins=40, color="tab:blue", alpha=0.8)
     for value, style in ((0.5, ":"), (PARETO_K_THRESHOLD, "--")):
         ax.axvline(value, color="k", linestyle=style, label=f"k = {value}")
-    bad = np.mean(k > PARETO_K_THRESHOLD)
+    bad = pareto_k_frac_bad(k)  # as evaluation.json counts it (NaN: bad)
+    hidden = int(np.sum(~np.isfinite(k)))
     ax.set_title(
-        f"PSIS Pareto k-hat, {k.size} test examples, K = {num_samples}: {100 * bad:.1f}% > 0.7",
+        f"PSIS Pareto k-hat, {k.size} test examples, K = {num_samples}: {100 * bad:.1f}% > 0.7"
+        + (f" ({hidden} not finite, not drawn)" if hidden else ""),
         fontsize=9,
     )
     ax.set_xlabel("k-hat")

@@ -265,3 +265,15 @@ def test_the_default_report_is_fast_and_warnings_sit_inside_it(run_dir, tmp_path
     assert lines[nuts + 1].startswith("  test example 0: max r-hat 1.200")
     assert "mean |q - NUTS| mean 1.00 NUTS sd, q sd / NUTS sd 1.50" in lines[nuts + 1]
     assert len([line for line in lines[nuts:] if line.strip()]) <= 3  # + the "wrote" line
+
+
+def test_figures_of_an_earlier_evaluation_that_this_one_did_not_draw_are_removed(tmp_path):
+    """The run folder's figures are those of its evaluation.json: an evaluation without NUTS
+    (or with K < 25, no PSIS) removes the posterior.png (khat.png) of an earlier one, and says
+    so."""
+    for name in (evaluate.KHAT_FIGURE, evaluate.POSTERIOR_FIGURE, "samples.png"):
+        (tmp_path / name).write_bytes(b"png")
+    assert evaluate._remove_stale_figures(tmp_path, [evaluate.KHAT_FIGURE]) == [
+        evaluate.POSTERIOR_FIGURE]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [evaluate.KHAT_FIGURE, "samples.png"]
+    assert evaluate._remove_stale_figures(tmp_path, []) == [evaluate.KHAT_FIGURE]
