@@ -175,7 +175,7 @@ class TrainConfig:
     lr_decay: float = 1.0  # learning rate multiplied by this after every epoch (exponential)
     schedule: str = "exponential"  # exponential | burda | cosine (see pyrovae.schedules)
     adam_eps: float = 1.0e-8  # Adam's epsilon (Burda et al. 2015 use 1e-4)
-    clip_norm: float | None = None  # gradient clipping (Pyro's ClippedAdam)
+    clip_norm: float | None = None  # each parameter's gradient norm clipped to this
     eval_particles: int = 1  # particles per example for the validation/test ELBO
     progress: bool = True  # tqdm progress bar
     tensorboard: bool = False  # per-epoch metrics and samples to RUN_DIR/tensorboard (extra)

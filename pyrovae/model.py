@@ -21,6 +21,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
+from pyro.nn.module import to_pyro_module_
 from pyro.poutine.util import is_validation_enabled
 from torch import nn
 
@@ -112,6 +113,8 @@ class VAE(PyroModule):
                                                     **filled["net"])
         else:
             self.encoder, self.decoder = target
+            for module in target:  # Pyro's SVI sees the parameters of PyroModules only
+                to_pyro_module_(module)
             _same(self.encoder, "z_dim", self.z_dim, "net", "the encoder")
         target = parts["prior"].target
         if isinstance(target, Prior):
@@ -126,6 +129,16 @@ class VAE(PyroModule):
             self.likelihood = target
         else:
             self.likelihood = build_likelihood(target, self.x_shape, **filled["likelihood"])
+
+    def __setstate__(self, state: dict) -> None:
+        """A copy (``copy.deepcopy``, pickle) gets a prefix of its own in Pyro's parameter store:
+        with the original's, SVI would step the original's parameters, not the copy's."""
+        super().__setstate__(state)
+        name = f"vae{next(_INSTANCES)}"
+        for path, module in self.named_modules():
+            if isinstance(module, PyroModule):
+                module._pyro_name = f"{name}.{path}" if path else name
+        weakref.finalize(self, _forget_params, self.pyro_prefix)
 
     @property
     def pyro_prefix(self) -> str:

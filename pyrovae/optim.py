@@ -111,9 +111,11 @@ class SVIStepper:
         self.svi = SVI(self.vae.model, self.vae.guide, self.optim, objective)
 
     def set_lr(self, lr: float) -> None:
-        """The rate of the next steps. Pyro builds a parameter's optimizer at its first step and
-        only then loads the state that ``load_state_dict`` left waiting, param_groups (and their
-        saved rate) included, so the rate is set in those waiting states too."""
+        """The rate of the next steps. Pyro builds a parameter's optimizer at its first step,
+        from its arguments, and only then loads the state that ``load_state_dict`` left waiting,
+        param_groups (and their saved rate) included, so the rate is set in the arguments and in
+        those waiting states too."""
+        self.optim.pt_optim_args["lr"] = lr
         for opt in self.optim.optim_objs.values():
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -124,7 +126,9 @@ class SVIStepper:
     def state_dict(self) -> dict:
         """Optimizer state keyed by parameter names without the VAE's Pyro prefix."""
         prefix = self.vae.pyro_prefix
-        return {name.removeprefix(prefix): s for name, s in self.optim.get_state().items()}
+        # loaded states wait for their parameter's first step: saved again before it, they count
+        states = {**self.optim._state_waiting_to_be_consumed, **self.optim.get_state()}
+        return {name.removeprefix(prefix): s for name, s in states.items()}
 
     def load_state_dict(self, state: dict) -> None:
         self.optim.set_state({self.vae.pyro_prefix + name: s for name, s in state.items()})
@@ -218,6 +222,7 @@ class TracedStepper(TorchStepper):
     def backward(self, x: torch.Tensor, num_data: int, beta: float = 1.0) -> torch.Tensor:
         if self.eager:
             return super().backward(x, num_data, beta)
+        x = x.contiguous()  # the graph's views were recorded on a contiguous batch
         key = (tuple(x.shape), x.dtype, x.device, num_data, self.vae.training)
         if key not in self.graphs:
             self.vae.check(x)  # eagerly, once per graph (a graph cannot hold the checks)
@@ -354,11 +359,11 @@ def make_stepper(engine: str, vae: VAE, loss: str, num_particles: int = 1, lr: f
     if engine not in ENGINES:
         raise choice_error("engine", engine, ENGINES)
     device = _device(vae)
-    auto, engine = engine == "auto", resolve_engine(engine, device)
+    given, auto, engine = engine, engine == "auto", resolve_engine(engine, device)
     if cuda_graphs and (engine != "compiled" or device.type != "cuda"):
         raise PyrovaeError(f"train.cuda_graphs=true replays the compiled step as a CUDA graph, "
                            f"so it needs train.engine=compiled (or auto) on a CUDA device, not "
-                           f"train.engine={engine} on {device}; set train.cuda_graphs=false")
+                           f"train.engine={given} on {device}; set train.cuda_graphs=false")
     if precision == "bfloat16" and not fast_bfloat16(device):
         warnings.warn(f"train.precision=bfloat16: this CPU has no fast bfloat16 arithmetic (torch "
                       f"sees {torch.backends.cpu.get_cpu_capability()}), so training runs slower "

@@ -360,3 +360,94 @@ def test_cuda_graphs_draw_fresh_noise_and_train_like_the_compiled_step() -> None
 
 def teardown_module() -> None:
     pyro.clear_param_store()
+
+
+def test_a_rate_set_before_the_first_step_is_used_by_every_engine() -> None:
+    """set_lr on a fresh stepper: Pyro builds a parameter's Adam at its first step, from the
+    stepper's arguments, which the rate must reach (it was lost under svi)."""
+    a, b = _twins()
+    svi = make_stepper("svi", a, "trace", lr=1e-3)
+    plain = make_stepper("torch", b, "trace", lr=1e-3)
+    for stepper in (svi, plain):
+        stepper.set_lr(1e-1)
+        _step(stepper, X, 0)
+        _step(stepper, X, 1)
+    wa, wb = _weights(a), _weights(b)
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("engine", ["svi", "torch", "traced"])
+def test_a_loaded_optimizer_state_saves_again_before_a_step(engine: str) -> None:
+    """A stepper that loaded a state and has not stepped yet (a resumed run saved at once) saves
+    that state, not an empty one (Pyro keeps loaded states waiting for each first step)."""
+    a, b = _twins()
+    first = make_stepper(engine, a, "trace")
+    _step(first, X, 0)
+    saved = first.state_dict()
+    second = make_stepper(engine, b, "trace")
+    second.load_state_dict(saved)
+    again = second.state_dict()
+    assert again and set(again) == set(saved)
+
+
+def _parameters(vae: VAE) -> dict[str, torch.Tensor]:
+    """The trained weights (a fixed prior's buffers left out)."""
+    return {k: v.detach().clone() for k, v in vae.named_parameters()}
+
+
+class PlainEncoder(torch.nn.Module):
+    """A user's encoder: a plain nn.Module, not a PyroModule."""
+
+    z_dim = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(784, 8)
+
+    def forward(self, x):
+        loc, raw = self.net(x.flatten(1)).chunk(2, -1)
+        return loc, torch.nn.functional.softplus(raw) + 1e-3
+
+
+@pytest.mark.parametrize("engine", ["svi", "torch", "traced"])
+def test_a_given_pair_of_plain_modules_trains_under_every_engine(engine: str) -> None:
+    """VAE(net=(encoder, decoder)) with plain nn.Modules: every engine moves their weights
+    (SVI sees the parameters of PyroModules only; the pair is converted)."""
+    torch.manual_seed(0)
+    decoder = torch.nn.Sequential(torch.nn.Linear(4, 784), torch.nn.Unflatten(-1, (1, 28, 28)))
+    vae = VAE(z_dim=4, net=(PlainEncoder(), decoder))
+    before = _parameters(vae)
+    stepper = make_stepper(engine, vae, "trace", lr=1e-2)
+    _step(stepper, X, 0)
+    _step(stepper, X, 1)
+    after = _parameters(vae)
+    assert all(not torch.equal(before[k], after[k]) for k in before), engine
+
+
+def test_a_copy_of_a_vae_trains_its_own_weights() -> None:
+    """copy.deepcopy gives the copy its own Pyro prefix: SVI on the copy moves the copy's
+    weights and leaves the original's."""
+    import copy
+
+    torch.manual_seed(0)
+    original = VAE(z_dim=4, hidden=[32])
+    _step(make_stepper("svi", original, "trace"), X, 0)  # its parameters in Pyro's store
+    copied = copy.deepcopy(original)
+    assert copied.pyro_prefix != original.pyro_prefix
+    before, kept = _parameters(copied), _parameters(original)
+    _step(make_stepper("svi", copied, "trace", lr=1e-1), X, 1)
+    assert all(not torch.equal(before[k], v) for k, v in _parameters(copied).items())
+    assert all(torch.equal(kept[k], v) for k, v in _parameters(original).items())
+
+
+def test_the_traced_engine_takes_a_batch_in_any_memory_layout() -> None:
+    """A batch of a recorded shape but another layout (a transposed view) replays the graph:
+    the same loss as its contiguous copy."""
+    a, b = _twins()
+    traced, plain = make_stepper("traced", a, "trace"), make_stepper("torch", b, "trace")
+    _step(traced, X, 0)
+    _step(plain, X, 0)
+    view = X.transpose(2, 3).contiguous().transpose(2, 3)
+    assert not view.is_contiguous()
+    assert _step(traced, view, 1) == pytest.approx(_step(plain, X, 1), rel=1e-6)
