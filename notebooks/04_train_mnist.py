@@ -327,7 +327,8 @@ plt.show()
 # ([Kingma & Welling 2013](https://arxiv.org/abs/1312.6114), Fig. 4)
 # decodes a $20\times 20$ grid: linearly spaced probabilities $u \in \{0.05, \dots, 0.95\}$
 # mapped through the inverse CDF of $\mathcal{N}(0, 1)$, $z_j = \Phi^{-1}(u_j)$, so that equal
-# areas of the picture carry equal prior mass. Tile $(r, c)$ (row $r$ from the top) is
+# areas of the picture carry equal prior mass (this config's prior is $\mathcal{N}(0, I)$; for a
+# learned prior the grid takes that prior's own quantiles, `plots.prior_quantiles`). Tile $(r, c)$ (row $r$ from the top) is
 # $\mathbb{E}[x\mid z]$ at $z = (\Phi^{-1}(u_c),\, \Phi^{-1}(u_{19-r}))$: checked below against the
 # PNG, and next to it the posterior means $\mu(x)$ of the first 5,000 test images, coloured
 # by their digit label.
