@@ -324,6 +324,9 @@ def validate(cfg: Config) -> Config:
         raise PyrovaeError(
             f"bad value {device!r} for train.device; choose auto, cpu, cuda or cuda:N"
         )
+    if cfg.train.schedule != "exponential" and cfg.train.lr_decay != 1:
+        raise PyrovaeError(f"train.lr_decay applies to train.schedule=exponential, not "
+                           f"{cfg.train.schedule}: remove it")
     if cfg.data.name in ("folder", "npy") and not cfg.data.path:
         raise PyrovaeError(f"data.name={cfg.data.name} needs data.path (a folder or .npy file)")
     return cfg
@@ -545,12 +548,58 @@ def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
     return _merge(OmegaConf.create(to_dict(cfg)), "the config", overrides)
 
 
+#: Keys whose values are text (paths, names, a device) whatever they look like. YAML would read
+#: run_name=1.10 as the number 1.1 and run_dir=on as True: an override of one is taken as the
+#: text typed, and a file's value that YAML read as something else is refused.
+TEXT_KEYS = ("run_dir", "run_name", "data.root", "data.mirror", "data.path", "train.device")
+
+
+def _plain(value: Any, key: str, where: str) -> None:
+    """Refuse, in one line, what a config must not hold: an interpolation (``${...}``, which
+    would read the environment or other keys: a config from someone else must not), and a key of
+    TEXT_KEYS that YAML read as something other than text."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _plain(v, f"{key}.{k}" if key else str(k), where)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            _plain(v, key, where)
+    elif isinstance(value, str) and "${" in value:
+        raise PyrovaeError(f"{key} in {where} holds an interpolation ({value!r}): pyrovae configs "
+                           "take plain values; write the value out")
+    elif key in TEXT_KEYS and value is not None and not isinstance(value, str):
+        raise PyrovaeError(f"{key} in {where} was read as {type(value).__name__} {value!r}, not "
+                           f"as text: write it in quotes, e.g. {key}: '...'")
+
+
+def _checked_override(item: str) -> str:
+    """One ``key=value`` override, checked (its form, its value's YAML, :func:`_plain`); a key
+    of TEXT_KEYS gets its text as typed (quoted for YAML), unless it is null."""
+    key, _, text = item.partition("=")
+    key = key.strip()
+    if "=" not in item or not key:
+        raise PyrovaeError(f"bad override {item!r}: write key=value, e.g. train.epochs=3")
+    if key == "model":
+        raise PyrovaeError(f"bad override {item!r}: give the model's keys one by one, e.g. "
+                           "model.prior=mog model.z_dim=8")
+    try:
+        value = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]))["v"]
+    except Exception as err:  # noqa: BLE001  (YAML's parser errors come in many types)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise PyrovaeError(f"bad override {item!r}: {problem}") from None
+    if key in TEXT_KEYS and value is not None and not isinstance(value, str):
+        text = text.strip()
+        value = text
+        item = f"{key}='{text.replace(chr(39), chr(39) * 2)}'"
+    _plain(value, key, "the overrides")
+    return item
+
+
 def _merge(source: DictConfig, where: str, overrides: Sequence[str]) -> Config:
     """Defaults <- ``source`` <- ``overrides``, the model's components merged as the module
     docstring says, then validated."""
-    for item in overrides:
-        if "=" not in item or item.startswith("="):
-            raise PyrovaeError(f"bad override {item!r}: write key=value, e.g. train.epochs=3")
+    overrides = [_checked_override(item) for item in overrides]
+    _plain(OmegaConf.to_container(source, resolve=False), "", where)
     components = _Components(ModelConfig())
     given = _take_components(source, where)
     try:
@@ -580,6 +629,7 @@ def from_dict(data: dict) -> Config:
     if not isinstance(data, Mapping):
         raise PyrovaeError(f"the saved config must be a mapping of config sections, got "
                            f"{type(data).__name__}")
+    _plain(data, "", "the saved config")  # before OmegaConf could resolve anything
     try:
         source = OmegaConf.create(dict(data))
     except OmegaConfBaseException as err:

@@ -58,8 +58,18 @@ def test_classic_architectures():
     ("data.name=svhn", ["data.name", "mnist"]),
     ("verbose=1", ["unknown config key 'verbose'", "run_dir"]),
     ("epochs", ["bad override 'epochs'", "key=value"]),
+    ("model.hidden=[1,2", ["bad override 'model.hidden=[1,2'"]),
+    ("model={z_dim: 7, prior: mog}", ["bad override", "one by one"]),
+    ("data.root=${oc.env:HOME}/x", ["data.root", "interpolation", "plain values"]),
+    ("run_dir=\\${HOME}", ["run_dir", "interpolation"]),
+    ("train.lr_decay=0.5", []),  # fine for the exponential schedule (checked below)
 ])
 def test_bad_keys_and_values_are_one_line(override, words):
+    if not words:
+        load_config(None, [override])
+        with pytest.raises(PyrovaeError, match="applies to train.schedule=exponential"):
+            load_config(None, [override, "train.schedule=cosine"])
+        return
     with pytest.raises(PyrovaeError) as err:
         load_config(None, [override])
     msg = str(err.value)
@@ -75,6 +85,8 @@ def test_bad_keys_and_values_are_one_line(override, words):
     ("model:\n  z_dims: 3\n", "unknown config key 'model.z_dims'.* did you mean 'model.z_dim'"),
     ("train:\n  epochs: 3\n  epochs: 4\n", "not valid YAML at line 3, column 3: .*duplicate key"),
     ("", "is empty"),
+    ("run_name: 1.10\n", "run_name in .* was read as float 1.1, not as text: write it in quotes"),
+    ("train:\n  epochs: ${oc.env:HOME}\n", "train.epochs in .* holds an interpolation"),
 ])
 def test_bad_files(tmp_path: Path, text, words):
     bad = tmp_path / "bad.yaml"
@@ -120,3 +132,22 @@ def test_every_declared_option_is_accepted_by_its_component():
             VAE(x_shape=(4,), z_dim=2, hidden=[8], **{kind: name}, **flat)
     with pytest.raises(PyrovaeError, match="learn_scale does not apply"):
         VAE(likelihood="bernoulli", learn_scale="pixel")
+
+
+@pytest.mark.parametrize("typed", ["1.10", "007", "on", "1e3", "it's"])
+def test_text_keys_keep_the_text_typed_and_round_trip(typed):
+    """run_name=1.10 is the folder 1.10 (YAML alone would read the number 1.1, and on as True),
+    and the saved config gives it back."""
+    cfg = load_config(None, [f"run_name={typed}", f"data.path={typed}"])
+    assert cfg.run_name == typed and cfg.data.path == typed
+    assert from_dict(to_dict(cfg)).run_name == typed
+    assert load_config(None, ["data.mirror=null"]).data.mirror is None
+
+
+def test_a_saved_config_is_never_resolved():
+    """A checkpoint's config with an interpolation is refused before OmegaConf sees it: a file
+    from someone else cannot read the environment into a run."""
+    data = to_dict(load_config(None))
+    data["run_dir"] = "runs/${oc.env:HOME}"
+    with pytest.raises(PyrovaeError, match="run_dir in the saved config holds an interpolation"):
+        from_dict(data)
