@@ -73,7 +73,8 @@ def per_image(vae, x: torch.Tensor, samples: int, batch: int) -> torch.Tensor:
     vae.eval()
     with torch.random.fork_rng(), torch.no_grad():
         torch.manual_seed(0)
-        return diagnostics.importance_sampling(vae, x, samples, batch_size=batch).log_likelihood
+        return diagnostics.importance_sampling(vae, x, samples, batch_size=batch,
+                                               psis_fit=False).log_likelihood
 
 
 def log_likelihood(vae, x: torch.Tensor, samples: int, batch: int) -> dict:

@@ -153,6 +153,13 @@ def test_iwae_chunks_and_batches_keep_the_shapes_and_values(trained):
     assert result.log_likelihood.shape == (30,) and result.pareto_k.shape == (30,)
     assert result.psis_log_likelihood.shape == (30,)
     assert importance_sampling(vae, x[:5], 10).pareto_k is None  # K too small for a tail fit
+    # without PSIS (the time-to-nats marks): the same IWAE numbers, no tail fits
+    torch.manual_seed(3)
+    with_fit = importance_sampling(vae, x[:9], 40, batch_size=4)
+    torch.manual_seed(3)
+    without = importance_sampling(vae, x[:9], 40, batch_size=4, psis_fit=False)
+    assert torch.equal(with_fit.log_likelihood, without.log_likelihood)
+    assert without.pareto_k is None and without.psis_log_likelihood is None
 
 
 def test_iwae_converges_to_the_exact_log_likelihood():
