@@ -238,6 +238,12 @@ class VAE(PyroModule):
                 f"(B, {', '.join(map(str, self.x_shape))}): reshape the data or build the VAE "
                 f"with x_shape={tuple(x.shape[1:])}"
             )
+        weights = next(self.parameters()).dtype
+        if x.dtype != weights:
+            fix = (f"convert it, e.g. x.to({weights}) or the VAE, vae.to({x.dtype})"
+                   if x.is_floating_point()
+                   else "convert it, e.g. x.float() / 255 for 8-bit images")
+            raise PyrovaeError(f"x is {x.dtype} but this VAE's weights are {weights}: {fix}")
         if not torch.isfinite(x).all():
             bad = (~torch.isfinite(x)).sum().item()
             raise PyrovaeError(f"x holds {bad} NaN or inf values: clean or impute the data first")

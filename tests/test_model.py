@@ -119,6 +119,10 @@ def test_two_vaes_never_share_parameters():
     (torch.full((2, 1, 28, 28), float("inf")), "NaN or inf"),
     (torch.full((2, 1, 28, 28), 0.5), "needs binary data"),
     ([[0.0]], "must be a torch.Tensor"),
+    (torch.zeros(2, 1, 28, 28, dtype=torch.uint8),
+     r"x is torch.uint8 .*: convert it, e.g. x.float\(\) / 255"),
+    (torch.zeros(2, 1, 28, 28, dtype=torch.float64),
+     r"weights are torch.float32: convert it, e.g. x.to\(torch.float32\)"),
 ])
 def test_bad_input_is_one_line(x, match):
     vae = VAE()
