@@ -188,10 +188,15 @@ def psis(log_weights: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray
     return khat, log_mean
 
 
+def pareto_k_bad(khat: np.ndarray, threshold: float = PARETO_K_THRESHOLD) -> np.ndarray:
+    """Which k-hats are above ``threshold``; a NaN k-hat (not shown reliable) counts as above,
+    -inf (equal weights) as below. The one rule of the JSON, the figure and the gap flags."""
+    return ~(np.asarray(khat, dtype=np.float64) <= threshold)
+
+
 def pareto_k_frac_bad(khat: np.ndarray, threshold: float = PARETO_K_THRESHOLD) -> float:
-    """The fraction of k-hats above ``threshold``; a NaN k-hat (not shown reliable) counts as
-    above, -inf (equal weights) as below."""
-    return float(np.mean(~(np.asarray(khat, dtype=np.float64) <= threshold)))
+    """The fraction of k-hats above ``threshold`` (:func:`pareto_k_bad`)."""
+    return float(np.mean(pareto_k_bad(khat, threshold)))
 
 
 def pareto_k_summary(khat: np.ndarray, threshold: float = PARETO_K_THRESHOLD) -> dict:

@@ -195,7 +195,7 @@ def gap_flags(pareto_k: np.ndarray | None, n: int) -> dict:
                 "approximation gaps use IWAE as log p(x) unchecked and are lower bounds"
             ),
         }
-    bad = int(np.sum(~(np.asarray(pareto_k) <= threshold)))  # NaN and inf count as bad
+    bad = int(np.sum(diagnostics.pareto_k_bad(pareto_k, threshold)))
     flags = {"gaps_reliable": bad == 0, "gap_pareto_k_frac_bad": bad / n}
     if bad:
         flags["gaps_note"] = (

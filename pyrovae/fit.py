@@ -105,14 +105,14 @@ def data_source(cfg: Config) -> str:
     d = cfg.data
     if d.name in ("folder", "npy"):
         return f"{d.name} {resolve_path(d.path).resolve()}"
-    from pyrovae.data.cache import cache_root, env_mirror_missing, resolve_mirror
+    from pyrovae.data.cache import cache_root, env_mirror_note, resolve_mirror
 
     mirror = resolve_mirror(d.mirror)
     root = cache_root(resolve_path(d.root), mirror)
     if mirror is None:
-        passed = env_mirror_missing()
-        note = f"; PYROVAE_DATA_MIRROR={passed} does not exist" if passed else ""
-        return f"{d.name} from the cache {root} (downloaded by torchvision if missing{note})"
+        note = env_mirror_note()
+        return (f"{d.name} from the cache {root} (downloaded by torchvision if missing"
+                + (f"; {note})" if note else ")"))
     how = "data.mirror" if d.mirror else "PYROVAE_DATA_MIRROR"
     return f"{d.name} from the mirror {mirror.resolve()} ({how}), cached in {root}"
 

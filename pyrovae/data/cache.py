@@ -62,12 +62,18 @@ def env_mirror_missing() -> str | None:
     return value if value is not None and not _absolute(value).exists() else None
 
 
+def env_mirror_note() -> str:
+    """The note that PYROVAE_DATA_MIRROR was passed over (its folder does not exist), or an
+    empty string."""
+    passed = env_mirror_missing()
+    return f"PYROVAE_DATA_MIRROR={passed} does not exist" if passed else ""
+
+
 def mirror_hint(pattern: str) -> str:
     """The end of a missing-data error: where a mirror would help, and a PYROVAE_DATA_MIRROR
     that was passed over because its folder does not exist (a typo, most likely)."""
-    passed = env_mirror_missing()
-    note = f" (PYROVAE_DATA_MIRROR={passed} does not exist)" if passed else ""
-    return f"{MIRROR_HINT} {pattern}{note}"
+    note = env_mirror_note()
+    return f"{MIRROR_HINT} {pattern}" + (f" ({note})" if note else "")
 
 
 def default_root() -> Path:
